@@ -1,0 +1,1 @@
+"""Analysis of run folders (gradient conflicts, scale gains, gate convergence): to come."""

@@ -1,0 +1,197 @@
+"""`nss`: the command line. Each command parses, builds a configuration and calls one function of `nss`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from search_spaces import SpaceError, get_space, list_sizes, list_spaces
+
+from . import check_folder, pretrain, resolve_config, search, write_synthetic
+from .config import FIELDS, RunConfig
+from .data import SyntheticSpec
+from .errors import NSSError
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes end in one line on stderr and exit status 2, like every other error of `nss`."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Run options: (flags, help). Types and defaults come from RunConfig; "search only" options are left out of pretrain.
+RUN_OPTIONS = {
+    "space": ("--space", f"search space: a preset ({', '.join(list_spaces())}) or a JSON file"),
+    "network": ("--network", f"network width/depth preset: auto, {', '.join(list_sizes())} (auto: cpu on a CPU, "
+                             "paper on a GPU)"),
+    "data": ("--data", "'synthetic' (generated on the fly) or a data folder (see `nss data check`)"),
+    "frame_size": ("--frame-size", "synthetic frame size HxW"),
+    "clips": ("--clips", "synthetic training clips"),
+    "frames": ("--frames", "frames per synthetic clip"),
+    "batch_size": ("--batch-size", "samples per step"),
+    "workers": ("--workers", "data-loading processes"),
+    "pretrain_steps": ("--pretrain-steps", "pretraining steps (all heads on)"),
+    "pretrain_epochs": ("--pretrain-epochs", "pretraining length in epochs (replaces --pretrain-steps)"),
+    "search_steps": ("--search-steps", "search steps (gates and weights together)"),
+    "search_epochs": ("--search-epochs", "search length in epochs (replaces --search-steps)"),
+    "tau": ("--tau", "Gumbel-softmax temperature τ > 0"),
+    "hard": ("--hard", "hard (straight-through) Gumbel samples instead of soft ones"),
+    "sparsity": ("--sparsity", "weight μ of the sparsity penalty"),
+    "sparsity_kind": ("--sparsity-kind", "sparsity penalty: log (Σ log α) or l1 (Σ α)"),
+    "threshold": ("--threshold", "keep a head when its gate's on-probability is at least this"),
+    "lr": ("--lr", "weight learning rate (default: 1e-4 for the paper network, 1e-3 for the small ones)"),
+    "lr_min": ("--lr-min", "final weight learning rate of the cosine schedule"),
+    "gate_lr": ("--gate-lr", "gate-logit learning rate"),
+    "seed": ("--seed", "random seed (network, data order, Gumbel noise)"),
+    "device": ("--device", "auto, cpu, cuda or cuda:N"),
+    "log_every": ("--log-every", "steps between rows of metrics.csv, gates.csv and deltas.csv"),
+    "checkpoint_every": ("--checkpoint-every", "steps between checkpoints/last.pt"),
+    "from_run": ("--from", "start the search from this pretrained run folder (skips pretraining)"),
+}
+SEARCH_ONLY = {"search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "gate_lr",
+               "from_run"}
+
+
+def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="options from a YAML file (flags override it)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<command>-<space>-…-<time>)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    defaults = RunConfig()
+    for name, (flag, text) in RUN_OPTIONS.items():
+        if command == "pretrain" and name in SEARCH_ONLY:
+            continue
+        default = getattr(defaults, name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=text)
+            continue
+        kind = {"int": int, "float": float}.get(FIELDS[name].type.split(" |")[0], str)
+        shown = "" if default is None else f" (default: {default})"
+        parser.add_argument(flag, dest=name, type=kind, metavar="RUN" if name == "from_run" else flag.lstrip("-").split("-")[-1].upper(),
+                            help=text + shown)
+
+
+def _run_config(args: argparse.Namespace, command: str) -> RunConfig | None:
+    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name, None) is not None}
+    if args.resume:
+        if given or args.config:
+            flags = ", ".join(RUN_OPTIONS[n][0] for n in given) or "--config"
+            raise NSSError(f"{flags}: a resumed run keeps its saved configuration; give only --out with --resume")
+        return None
+    if given.get("from_run"):
+        clash = [RUN_OPTIONS[n][0] for n in ("space", "network", "data", "frame_size", "clips", "frames") if n in given]
+        if clash:
+            raise NSSError(f"{', '.join(clash)}: taken from the pretrained run given with --from; leave out")
+    return resolve_config(args.config, **given)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    result = search(_run_config(args, "search"), out=args.out, force=args.force, resume=args.resume,
+                    progress=not args.quiet)
+    arch = result.architecture
+    print(f"run folder: {result.run_dir}")
+    print(f"architecture {arch.id}: {len(arch.heads)} of {len(arch.space.heads)} heads kept "
+          f"({result.run_dir / 'architecture.json'})")
+    print(result.table())
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    path = pretrain(_run_config(args, "pretrain"), out=args.out, force=args.force, resume=args.resume,
+                    progress=not args.quiet)
+    print(f"run folder: {path}")
+    print(f"search from it with: nss search --from {path}")
+
+
+def cmd_spaces(args: argparse.Namespace) -> None:
+    if args.action == "show":
+        if not args.name:
+            raise NSSError("nss spaces show: give a space name or JSON file")
+        print(get_space(args.name).to_json())
+        return
+    for name in list_spaces():
+        space = get_space(name)
+        tasks = ", ".join(t.name for t in space.tasks)
+        print(f"{name:16s} {tasks} × {space.scales} scales; {len(space.searchable)} searchable heads")
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 64x64, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"sides must be positive, got {text!r}")
+    return h, w
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    if args.clips < 1 or args.frames < 2:
+        raise NSSError(f"--clips must be >= 1 and --frames >= 2, got {args.clips} and {args.frames}")
+    h, w = args.size
+    out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed), force=args.force,
+                          progress=not args.quiet)
+    print(f"wrote synthetic data to {out}")
+
+
+def cmd_data_check(args: argparse.Namespace) -> None:
+    problems = check_folder(args.dir)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise NSSError(f"{args.dir}: {len(problems)} problem(s) found")
+    print(f"{args.dir}: ok")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrors(prog="nss", description="Neural Scale Search for multi-task, multi-scale video networks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
+
+    p = commands.add_parser("search", help="pretrain the supernet, search the gates, derive the architecture",
+                            description="Neural Scale Search: pretraining with every head on, then single-level "
+                                        "search of Gumbel-softmax gates and weights, then derivation.")
+    _add_run_options(p, "search")
+    p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("pretrain", help="phase 1 alone: train the supernet with every head on")
+    _add_run_options(p, "pretrain")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("spaces", help="list search-space presets, or show one as JSON")
+    p.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    p.add_argument("name", nargs="?", help="preset name or JSON file (with show)")
+    p.set_defaults(func=cmd_spaces)
+
+    data = commands.add_parser("data", help="synthetic data and data-folder checks").add_subparsers(
+        dest="data_command", required=True, parser_class=OneLineErrors)
+    p = data.add_parser("synth", help="write synthetic clips in the folder format")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--clips", type=int, default=SyntheticSpec.clips, help="training clips (val/test: a quarter, ≥ 2)")
+    p.add_argument("--frames", type=int, default=SyntheticSpec.frames, help="frames per clip")
+    p.add_argument("--size", type=_frame_size, default=(SyntheticSpec.height, SyntheticSpec.width), metavar="HxW")
+    p.add_argument("--seed", type=int, default=SyntheticSpec.seed)
+    p.add_argument("--force", action="store_true", help="overwrite an existing folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("check", help="validate a data folder; lists every problem with the file that has it")
+    p.add_argument("dir", type=Path)
+    p.set_defaults(func=cmd_data_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (NSSError, SpaceError) as err:
+        print(f"nss: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nss: interrupted (a run folder can be continued with --out DIR --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The training loop shared by pretraining and search: batches, optimisation, logs, checkpoints, resume."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from search_spaces import NetworkSize, SearchSpace, get_size, get_space
+from supernet import MostNet, build_network
+
+from .config import RunConfig
+from .data import SyntheticSpec, open_dataset
+from .errors import DataError, NonFiniteLossError, NSSError
+from .gates import Gates
+from .objective import head_losses
+from .runfolder import PHASES, RunFolder
+from .steps import StepResult, batch_to, pretrain_loss, search_loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NSSError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Session:
+    """What a run is made of, built once from its configuration."""
+
+    config: RunConfig
+    space: SearchSpace
+    size: NetworkSize
+    device: torch.device
+    data: Dataset
+    network: MostNet
+    gates: Gates
+
+    @classmethod
+    def open(cls, config: RunConfig) -> "Session":
+        device = resolve_device(config.device)
+        size_name = config.network if config.network != "auto" else ("cpu" if device.type == "cpu" else "paper")
+        space = get_space(config.space)
+        height, width = config.frame_height_width
+        spec = SyntheticSpec(config.clips, config.frames, height, width, config.seed)
+        data = open_dataset(config.data, "train", spec)
+        missing = [t.name for t in space.tasks if t.kind not in data.kinds]
+        if missing:
+            raise DataError(f"{config.data}: no labels for task(s) {missing} of space {space.name!r}")
+        if config.data != "synthetic":
+            config = replace(config, frame_size=f"{data.frame_size[0]}x{data.frame_size[1]}").validate()
+        if len(data) < config.batch_size:
+            raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
+        torch.manual_seed(config.seed)
+        network = build_network(space, get_size(size_name)).to(device)
+        gates = Gates(space.searchable).to(device)
+        steps_per_epoch = len(data) // config.batch_size
+        lr = config.lr if config.lr is not None else (1e-4 if size_name == "paper" else 1e-3)
+        config = replace(config, network=size_name, device=str(device), lr=lr,
+                         pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, steps_per_epoch),
+                         search_steps=_steps(config.search_steps, config.search_epochs, steps_per_epoch))
+        return cls(config, space, get_size(size_name), device, data, network, gates)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // self.config.batch_size
+
+    def total_steps(self, phase: str) -> int:
+        return self.config.pretrain_steps if phase == "pretrain" else self.config.search_steps
+
+
+def _steps(steps: int, epochs: float | None, steps_per_epoch: int) -> int:
+    return steps if epochs is None else max(1, math.ceil(epochs * steps_per_epoch))
+
+
+def batch_indices(seed: int, phase: str, step: int, size: int, batch: int) -> list[int]:
+    """The samples of a step: a fresh permutation per epoch, a pure function of (seed, phase, step)."""
+    per_epoch = size // batch
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, PHASES.index(phase), epoch]).permutation(size)
+    return order[position * batch:(position + 1) * batch].tolist()
+
+
+class Trainer:
+    def __init__(self, session: Session, run: RunFolder, progress: bool = True):
+        self.session, self.run, self.progress = session, run, progress
+        self.config = session.config
+
+    # -- optimisers ----------------------------------------------------------------------------------------
+    def _optimizers(self, phase: str) -> tuple[dict, dict]:
+        c, total = self.config, self.session.total_steps(phase)
+        theta = torch.optim.Adam(self.session.network.parameters(), lr=c.lr)
+        optimizers = {"theta": theta}
+        schedulers = {"theta": torch.optim.lr_scheduler.CosineAnnealingLR(theta, T_max=max(total, 1), eta_min=c.lr_min)}
+        if phase == "search":
+            optimizers["alpha"] = torch.optim.Adam(self.session.gates.parameters(), lr=c.gate_lr)
+        return optimizers, schedulers
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _save(self, phase: str, step: int, elapsed: float, optimizers: dict, schedulers: dict) -> None:
+        self.run.flush()
+        self.run.save_checkpoint("last.pt", {
+            "phase": phase, "step": step, "elapsed": elapsed,
+            "architecture_id": self.session.network.architecture.id,
+            "network": self.session.network.state_dict(), "gates": self.session.gates.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.session.device.type == "cuda" else [],
+        })
+        self.last_saved = step
+
+    def _check_compatible(self, state: dict, source: str) -> None:
+        if state.get("architecture_id") != self.session.network.architecture.id:
+            raise NSSError(f"{source}: checkpoint was made for another network "
+                           f"(architecture {state.get('architecture_id')}, expected {self.session.network.architecture.id})")
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def run_phases(self, phases: tuple[str, ...], resume: dict | None = None) -> None:
+        """Run `phases` in order; `resume` is a checkpoint to continue from (it names its phase and step)."""
+        for phase in phases:
+            optimizers, schedulers = self._optimizers(phase)
+            start, elapsed = 0, 0.0
+            if resume is not None and PHASES.index(resume["phase"]) > PHASES.index(phase):
+                continue  # finished before the interruption
+            if resume is not None and resume["phase"] == phase:
+                start, elapsed = self._restore(resume, optimizers, schedulers)
+                for table in self.run.tables.values():
+                    table.load_until(phase, start)
+            else:
+                torch.manual_seed(self.config.seed * len(PHASES) + PHASES.index(phase))
+                self._save(phase, 0, 0.0, optimizers, schedulers)  # a run can be resumed from its very start
+            self.last_saved = start
+            self._run_phase(phase, start, elapsed, optimizers, schedulers)
+            if phase == "pretrain":
+                self.run.save_checkpoint("pretrained.pt", {
+                    "architecture_id": self.session.network.architecture.id,
+                    "network": self.session.network.state_dict()})
+            resume = None
+
+    def _restore(self, state: dict, optimizers: dict, schedulers: dict) -> tuple[int, float]:
+        self._check_compatible(state, str(self.run.checkpoints / "last.pt"))
+        self.session.network.load_state_dict(state["network"])
+        self.session.gates.load_state_dict(state["gates"])
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        for key, scheduler in schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][key])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["step"], state["elapsed"]
+
+    def _loader(self, phase: str, start: int) -> DataLoader:
+        c, size = self.config, len(self.session.data)
+        steps = [batch_indices(c.seed, phase, step, size, c.batch_size)
+                 for step in range(start, self.session.total_steps(phase))]
+        # Its own generator: a DataLoader draws a seed when iterated, which must not move the global RNG that
+        # the Gumbel noise and dropout use (a resumed run would otherwise diverge from an uninterrupted one).
+        return DataLoader(self.session.data, batch_sampler=steps, num_workers=c.workers,
+                          generator=torch.Generator().manual_seed(c.seed))
+
+    def _step(self, phase: str, batch: dict) -> StepResult:
+        s, c = self.session, self.config
+        if phase == "pretrain":
+            return pretrain_loss(s.space, s.network, batch)
+        return search_loss(s.space, s.network, s.gates, batch, tau=c.tau, hard=c.hard, sparsity=c.sparsity,
+                           sparsity_kind=c.sparsity_kind)
+
+    def _run_phase(self, phase: str, start: int, elapsed: float, optimizers: dict, schedulers: dict) -> None:
+        total, session = self.session.total_steps(phase), self.session
+        session.network.train()
+        began = time.perf_counter() - elapsed
+        bar = tqdm(total=total, initial=start, desc=phase, unit="step", disable=not self.progress, leave=True)
+        for step, batch in enumerate(self._loader(phase, start), start=start + 1):
+            batch = batch_to(batch, session.device)
+            result = self._step(phase, batch)
+            self._require_finite(phase, step, result)
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            for optimizer in optimizers.values():
+                optimizer.step()
+            for scheduler in schedulers.values():
+                scheduler.step()
+            bar.update()
+            elapsed = time.perf_counter() - began
+            if step % self.config.log_every == 0 or step == total:
+                self._log(phase, step, elapsed, result, batch, optimizers)
+                bar.set_postfix(loss=f"{result.loss.item():.4f}")
+            if step % self.config.checkpoint_every == 0 or step == total:
+                self._save(phase, step, elapsed, optimizers, schedulers)
+        bar.close()
+
+    def _require_finite(self, phase: str, step: int, result: StepResult) -> None:
+        values = dict(result.task_losses)
+        if result.sparsity is not None:
+            values["sparsity"] = result.sparsity
+        for name, value in values.items():
+            if not torch.isfinite(value):
+                self.run.flush()
+                raise NonFiniteLossError(
+                    f"{phase} step {step}: the loss of {name} is {value.item()}; stopped. The last good checkpoint "
+                    f"({self.run.checkpoints / 'last.pt'}, {phase} step {self.last_saved}) is left as it was")
+
+    # -- logs ----------------------------------------------------------------------------------------------
+    def _log(self, phase: str, step: int, elapsed: float, result: StepResult, batch: dict, optimizers: dict) -> None:
+        s = self.session
+        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        row = dict(key, loss=result.loss.item())
+        row.update({f"loss/{name}": v.item() for name, v in result.task_losses.items()})
+        if phase == "search":  # also every head on its own, as in pretraining, for scale-gain plots
+            with torch.no_grad():
+                row.update({f"loss/{h}": v.item() for h, v in head_losses(s.space, result.full, batch).items()})
+        row.update({f"lambda/{t.name}": t.weight for t in s.space.tasks})
+        row["lr"] = optimizers["theta"].param_groups[0]["lr"]
+        if phase == "search":
+            row["gate_lr"] = optimizers["alpha"].param_groups[0]["lr"]
+            row["sparsity"] = result.sparsity.item()
+        row["wall_time"] = elapsed
+        self.run.tables["metrics"].extend([row])
+        self.run.tables["deltas"].extend([dict(key, head=h, value=d.detach().abs().mean().item())
+                                          for h, d in result.deltas.items()])
+        if phase == "search":
+            probs, logits = s.gates.probabilities(), s.gates.on_logits()
+            self.run.tables["gates"].extend([dict(key, tau=self.config.tau, head=h, logit=logits[h], prob=probs[h],
+                                                  alpha=result.alphas[h].item()) for h in s.gates.heads])

@@ -1,0 +1,97 @@
+"""The MOST network (MOST-NET+ style) built from a search space (all heads) or an Architecture (kept heads only)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces import Architecture, NetworkSize, SearchSpace, head_name, parse_head
+
+from .alignment import Alignment
+from .decoder import DecoderStage
+from .encoder import Encoder
+from .geometry import motion_to_flow, rescale_output
+from .heads import make_head
+
+
+class MostNet(nn.Module):
+    """Two frames in, `{"task@scale": output}` out.
+
+    Only kept heads exist as modules, and only the decoder stages (with their alignment and fusion) from the
+    coarsest scale down to the finest kept head: pruning shows up in parameters, FLOPs and latency.
+    """
+
+    def __init__(self, architecture: Architecture, size: NetworkSize):
+        super().__init__()
+        space = architecture.space
+        self.architecture, self.size = architecture, size
+        self.scales = space.scales
+        self.kinds = {t.name: t.kind for t in space.tasks}
+        self.motion_task = space.motion_task.name if space.motion_task else None
+        self.finest = min(parse_head(h)[1] for h in architecture.heads)
+        channels = [size.width * 2 ** s for s in range(self.scales)]
+        decoded = range(self.scales, self.finest - 1, -1)  # coarse to fine
+
+        self.encoder = Encoder(channels, size.encoder_blocks, [s for s in decoded if s < self.scales])
+        self.alignment = nn.ModuleDict({str(s): Alignment(channels[s - 1]) for s in decoded})
+        self.decoder = nn.ModuleDict({
+            str(s): DecoderStage(channels[s - 1], channels[s] if s < self.scales else None, size.decoder_blocks)
+            for s in decoded})
+        heads = {}
+        for head in architecture.heads:
+            task, scale = parse_head(head)
+            refines = any(head_name(task, c) in architecture.heads for c in range(scale + 1, self.scales + 1))
+            heads[head] = make_head(self.kinds[task], channels[scale - 1], refines)
+        self.heads = nn.ModuleDict(heads)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss can reach: encoder, alignment and decoder backbones."""
+        return [p for m in (self.encoder, self.alignment, self.decoder) for p in m.parameters()]
+
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Features of frames (B, 3, H, W) at every scale; cache them to stream a video frame by frame."""
+        return self.encoder(frames)
+
+    def decode(self, current: list[torch.Tensor], previous: list[torch.Tensor],
+               frame: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = [frame]
+        for _ in range(1, self.scales):
+            images.append(F.avg_pool2d(images[-1], 2))
+        outputs: dict[str, torch.Tensor] = {}
+        latest: dict[str, tuple[int, torch.Tensor]] = {}  # task → (scale, output) of its finest output so far
+        g = None
+        for s in range(self.scales, self.finest - 1, -1):
+            h, w = current[s - 1].shape[-2:]
+            flow = None
+            if self.motion_task in latest:
+                coarse_scale, motion = latest[self.motion_task]
+                flow = motion_to_flow(self.kinds[self.motion_task], motion, 2 ** (coarse_scale - s), h, w)
+            g = self.decoder[str(s)](self.alignment[str(s)](current[s - 1], previous[s - 1], flow), g)
+            for task, kind in self.kinds.items():
+                head = head_name(task, s)
+                if head not in self.heads:
+                    continue
+                coarser = None
+                if task in latest:
+                    coarse_scale, out = latest[task]
+                    coarser = rescale_output(kind, out, 2 ** (coarse_scale - s))
+                outputs[head] = self.heads[head](g, coarser, images[s - 1])
+                latest[task] = (s, outputs[head])
+        return outputs
+
+    def forward(self, previous: torch.Tensor, current: torch.Tensor) -> dict[str, torch.Tensor]:
+        """previous, current: degraded frames (B, 3, H, W) in [0, 1]; H and W divisible by 4·2^(S-1)."""
+        features = self.encode(torch.cat((previous, current)))  # both frames share the encoder: one batch
+        n = current.shape[0]
+        return self.decode([f[n:] for f in features], [f[:n] for f in features], current)
+
+
+def build_network(target: SearchSpace | Architecture, size: NetworkSize) -> MostNet:
+    """The supernet of a space (every head) or the network of an Architecture (its kept heads only)."""
+    architecture = target if isinstance(target, Architecture) else Architecture.full(target)
+    return MostNet(architecture, size)
+
+
+def required_divisor(scales: int) -> int:
+    """Frame sides must be multiples of this: the coarsest flow head works at ¼ of the coarsest scale."""
+    return 4 * 2 ** (scales - 1)

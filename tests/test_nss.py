@@ -1,0 +1,104 @@
+"""The NSS objective, gates, losses and derivation, checked against hand computations."""
+import math
+
+import pytest
+import torch
+
+from nss import Gates, derive_architecture, sparsity_penalty
+from nss.losses import bce, charbonnier, corner_error, epe, masked_loss
+from nss.objective import composites, refinements, to_full_resolution
+from nss.steps import search_loss
+from search_spaces import get_size, get_space
+from supernet import build_network
+
+from conftest import tiny_batch
+
+SPACE = get_space("most_net_plus")
+
+
+def test_losses_match_hand_computations():
+    pred, target = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    assert torch.allclose(charbonnier(pred, target, eps=0.0), torch.ones(2))
+    assert torch.allclose(bce(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)), torch.tensor([math.log(2)]))
+    flow = torch.zeros(1, 2, 2, 2)
+    flow[:, 0], flow[:, 1] = 3.0, 4.0
+    assert torch.allclose(epe(flow, torch.zeros_like(flow)), torch.tensor([5.0]))
+    offsets = torch.zeros(1, 4, 2)
+    offsets[0, 0] = torch.tensor([3.0, 4.0])
+    assert torch.allclose(corner_error(offsets, torch.zeros_like(offsets)), torch.tensor([1.25]))
+
+
+def test_unlabelled_samples_add_no_loss():
+    pred, target = torch.zeros(3, 1, 2, 2), torch.stack([torch.ones(1, 2, 2) * v for v in (1.0, 9.0, 3.0)])
+    valid = torch.tensor([True, False, True])
+    assert masked_loss("charbonnier", pred, target, valid).item() == pytest.approx(2.0, abs=1e-5)
+    none = masked_loss("charbonnier", pred.requires_grad_(), target, torch.zeros(3, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def _outputs():
+    torch.manual_seed(1)
+    return {h: torch.randn(1, 3, 8, 8) for h in ("restoration@1", "restoration@2", "restoration@3")}
+
+
+def test_composite_follows_the_formula():
+    space = get_space("most_net_plus")
+    full = _outputs()
+    full.update({f"{t}@{s}": torch.zeros(1, 1, 8, 8) for t in ("segmentation", "flow") for s in (1, 2, 3)})
+    deltas = refinements(space, full)
+    torch.testing.assert_close(deltas["restoration@1"], full["restoration@1"] - full["restoration@2"])
+    alphas = {h: torch.tensor(a) for h, a in zip(space.searchable, (0.25, 0.5, 0.1, 0.2, 0.3, 0.4))}
+    out = composites(space, full, deltas, alphas)
+    expected = (full["restoration@3"] + 0.5 * (full["restoration@2"] - full["restoration@3"])
+                + 0.25 * (full["restoration@1"] - full["restoration@2"]))
+    torch.testing.assert_close(out["restoration"], expected)
+    # every gate on: the refinements telescope to the finest output; every gate off: the coarsest
+    ones = {h: torch.tensor(1.0) for h in space.searchable}
+    zeros = {h: torch.tensor(0.0) for h in space.searchable}
+    torch.testing.assert_close(composites(space, full, deltas, ones)["restoration"], full["restoration@1"])
+    torch.testing.assert_close(composites(space, full, deltas, zeros)["restoration"], full["restoration@3"])
+
+
+def test_full_resolution_operator_scales_flow_by_two_per_scale():
+    out = {"flow@3": torch.ones(1, 2, 4, 4), "restoration@1": torch.ones(1, 3, 16, 16)}
+    full = to_full_resolution(SPACE, out)
+    assert full["flow@3"].shape == (1, 2, 16, 16) and torch.allclose(full["flow@3"], torch.tensor(4.0))
+    assert full["restoration@1"] is out["restoration@1"]
+
+
+def test_sparsity_penalties():
+    alphas = {"a": torch.tensor(0.5), "b": torch.tensor(0.25)}
+    assert sparsity_penalty(alphas, "log").item() == pytest.approx(math.log(0.5) + math.log(0.25))
+    assert sparsity_penalty(alphas, "l1").item() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_gate_samples(hard):
+    gates = Gates(("a", "b", "c"))
+    alphas = gates.sample(tau=5.0, hard=hard)
+    values = torch.stack(list(alphas.values()))
+    assert ((values > 0) & (values < 1)).all() if not hard else set(values.tolist()) <= {0.0, 1.0}
+    values.sum().backward()
+    assert gates.logits.grad is not None and gates.logits.grad.abs().sum() > 0
+    assert gates.probabilities() == {"a": 0.5, "b": 0.5, "c": 0.5}
+
+
+@pytest.mark.parametrize("preset", ["most_net_plus", "most_net_pp"])
+@pytest.mark.parametrize("source", ["task losses", "sparsity"])
+def test_gate_logits_get_gradients_from_each_term(preset, source):
+    space = get_space(preset)
+    network, gates = build_network(space, get_size("tiny")), Gates(space.searchable)
+    result = search_loss(space, network, gates, tiny_batch(), tau=5.0, hard=False, sparsity=1.0,
+                         sparsity_kind="log")
+    term = result.loss - result.sparsity if source == "task losses" else result.sparsity
+    grad, = torch.autograd.grad(term, gates.logits)
+    assert (grad.abs().sum(dim=1) > 0).all(), f"some gate got no gradient from the {source}"
+    if source == "sparsity":  # minimising Σ log α pushes every on-logit down
+        assert (grad[:, 0] > 0).all()
+
+
+def test_derivation_keeps_fixed_heads_and_thresholds_the_rest():
+    probs = {h: 0.1 for h in SPACE.searchable} | {"restoration@1": 0.9, "segmentation@2": 0.5}
+    arch = derive_architecture(SPACE, probs, threshold=0.5)
+    assert set(arch.heads) == set(SPACE.fixed) | {"restoration@1", "segmentation@2"}
+    assert set(derive_architecture(SPACE, probs, threshold=0.6).heads) == set(SPACE.fixed) | {"restoration@1"}

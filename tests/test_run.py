@@ -1,0 +1,221 @@
+"""End to end: run folders, resume after SIGKILL, --from, configuration files and every bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import nss
+from nss.cli import main
+from search_spaces import Architecture
+
+from conftest import tiny_config
+
+# Later flags win, so a test can append its own "--pretrain-steps 8" and the like.
+TINY_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
+              "--pretrain-steps", "2", "--search-steps", "2", "--device", "cpu", "--quiet"]
+
+
+def test_search_writes_a_complete_run_folder(tmp_path):
+    result = nss.search(tiny_config(), out=tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "space.json", "metrics.csv", "gates.csv", "deltas.csv", "architecture.json",
+                 "checkpoints/last.pt", "checkpoints/pretrained.pt"):
+        assert (run / name).is_file(), name
+    space = result.architecture.space
+
+    gates = pd.read_csv(run / "gates.csv")
+    assert list(gates.columns[:4]) == ["phase", "epoch", "step", "tau"] and {"head", "logit", "prob"} <= set(gates)
+    trajectory = gates.pivot(index="step", columns="head", values="prob")
+    assert set(trajectory.columns) == set(space.searchable) and list(trajectory.index) == [2, 4, 6]
+    assert trajectory.iloc[-1].to_dict() == pytest.approx(result.probabilities, abs=1e-7)
+
+    deltas = pd.read_csv(run / "deltas.csv")
+    assert {"phase", "epoch", "step", "head", "value"} <= set(deltas) and (deltas["value"] >= 0).all()
+    assert set(deltas.pivot_table(index=["phase", "step"], columns="head", values="value").columns) == set(
+        space.searchable)
+
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.groupby("phase").step.max().items()) == [("pretrain", 4), ("search", 6)]
+    assert {"loss/restoration@1", "loss/flow", "lambda/flow", "lr", "wall_time"} <= set(metrics)
+
+    saved = json.loads((run / "architecture.json").read_text())
+    assert {"id", "space", "heads"} <= set(saved) and saved["id"] == result.architecture.id
+    assert Architecture.load(run / "architecture.json") == result.architecture
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["command"] == "search" and config["network"] == "tiny" and config["lr"] == 1e-3
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert (state["phase"], state["step"]) == ("search", 6)
+
+
+def _wait_for(predicate, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    options = dict(pretrain_steps=6, search_steps=300, checkpoint_every=3, log_every=3)
+    reference = nss.search(tiny_config(**options), out=tmp_path / "reference", progress=False)
+
+    run = tmp_path / "killed"
+    flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "300", "--checkpoint-every", "3",
+                          "--log-every", "3", "--out", str(run)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    process = subprocess.Popen([sys.executable, "-m", "nss.cli", "search"] + flags, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: (run / "gates.csv").exists(), process)  # written at the first checkpoint of the search
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert killed_at["phase"] == "search" and 0 < killed_at["step"] < 300
+
+    resumed = nss.search(out=run, resume=True, progress=False)
+    assert resumed.architecture == reference.architecture
+    for head, prob in reference.probabilities.items():
+        assert resumed.probabilities[head] == pytest.approx(prob, abs=1e-5)
+    ours, theirs = pd.read_csv(run / "gates.csv"), pd.read_csv(tmp_path / "reference" / "gates.csv")
+    assert len(ours) == len(theirs)
+    np.testing.assert_allclose(ours["prob"], theirs["prob"], atol=1e-5)
+
+
+def test_search_from_a_pretrained_run_equals_the_search_of_a_whole_run(tmp_path):
+    whole = nss.search(tiny_config(), out=tmp_path / "whole", progress=False)
+    pretrained = nss.pretrain(tiny_config(), out=tmp_path / "pre", progress=False)
+    assert not (pretrained / "gates.csv").exists() and (pretrained / "checkpoints" / "pretrained.pt").exists()
+    searched = nss.search(tiny_config(from_run=str(pretrained)), out=tmp_path / "search", progress=False)
+    assert set(pd.read_csv(tmp_path / "search" / "metrics.csv").phase) == {"search"}
+    for head, prob in whole.probabilities.items():
+        assert searched.probabilities[head] == pytest.approx(prob, abs=1e-6)
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("tau: 2.0\nsearch-steps: 3\nsparsity_kind: l1\n")
+    assert main(["search", "--config", str(config), "--tau", "3", "--out", str(tmp_path / "run")] + TINY_FLAGS) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["tau"], saved["search_steps"], saved["sparsity_kind"]) == (3.0, 2, "l1")
+    out = capsys.readouterr().out
+    assert f"run folder: {tmp_path / 'run'}" in out and "scale 1" in out and "kept (fixed)" in out
+
+
+def _fails_with_one_line(argv, capsys, message, code=1):
+    try:
+        rc = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        rc = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert rc == code and message in err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tau", "0"], "--tau: the temperature must be a finite number > 0"),
+    (["--tau", "-1"], "--tau: the temperature must be a finite number > 0"),
+    (["--tau", "nan"], "--tau: the temperature must be a finite number > 0"),
+    (["--space", "nope"], "unknown space 'nope'"),
+    (["--threshold", "1.5"], "--threshold: must be in (0, 1)"),
+    (["--frame-size", "30x32"], "multiples of 16"),
+])
+def test_bad_options_fail_with_one_line_and_leave_no_folder(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    _fails_with_one_line(["search", "--out", str(out)] + TINY_FLAGS + flags, capsys, message)
+    assert not out.exists()
+
+
+def test_a_tau_that_is_not_a_number_is_a_usage_error(capsys):
+    _fails_with_one_line(["search", "--tau", "abc"], capsys, "--tau: invalid float value: 'abc'", code=2)
+
+
+def test_missing_and_malformed_data_folders(tmp_path, capsys, data_copy):
+    _fails_with_one_line(["search", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")] + TINY_FLAGS,
+                         capsys, "data folder not found")
+    (data_copy / "meta.json").write_text("{")
+    _fails_with_one_line(["search", "--data", str(data_copy), "--out", str(tmp_path / "r")] + TINY_FLAGS,
+                         capsys, "meta.json: not valid JSON")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt frame", "size mismatch"])
+def test_bad_frames_are_named(tmp_path, capsys, data_copy, damage):
+    clip = data_copy / "clips" / "train_000"
+    if damage == "corrupt frame":
+        target = clip / "input" / "000001.png"
+        target.write_bytes(b"\x89PNG broken")
+    else:
+        from PIL import Image
+        target = clip / "target" / "000001.png"
+        Image.new("RGB", (32, 16)).save(target)
+    flags = TINY_FLAGS + ["--data", str(data_copy), "--out", str(tmp_path / "r"), "--pretrain-steps", "4"]
+    _fails_with_one_line(["search"] + flags, capsys, str(target))
+    assert main(["data", "check", str(data_copy)]) == 1
+    problem, summary = capsys.readouterr().err.strip().split("\n")
+    assert problem.startswith(str(target)) and summary.endswith("1 problem(s) found")
+
+
+def test_an_existing_run_folder_needs_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out)] + TINY_FLAGS) == 0
+    capsys.readouterr()
+    first = (out / "config.yaml").stat().st_mtime_ns
+    _fails_with_one_line(["search", "--out", str(out)] + TINY_FLAGS, capsys, "already exists (use --force")
+    assert (out / "config.yaml").stat().st_mtime_ns == first
+    assert main(["search", "--out", str(out), "--force"] + TINY_FLAGS) == 0
+
+
+def test_resume_refuses_new_options_and_non_runs(tmp_path, capsys):
+    _fails_with_one_line(["search", "--out", str(tmp_path), "--resume"], capsys, "not a run folder")
+    _fails_with_one_line(["search", "--out", str(tmp_path), "--resume", "--tau", "2"], capsys,
+                         "--tau: a resumed run keeps its saved configuration")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys, data_copy):
+    flow = data_copy / "clips" / "train_001" / "flow" / "000002.npy"
+    np.save(flow, np.full((32, 32, 2), np.nan, np.float32))
+    out = tmp_path / "run"
+    err = _fails_with_one_line(["search", "--data", str(data_copy), "--out", str(out)] + TINY_FLAGS
+                               + ["--checkpoint-every", "1", "--pretrain-steps", "8"], capsys, "the loss of flow@")
+    failed_step = int(err.split("pretrain step ")[1].split(":")[0])
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["phase"] == "pretrain" and state["step"] == failed_step - 1
+    assert all(torch.isfinite(v).all() for v in state["network"].values() if v.is_floating_point())
+
+
+def test_spaces_and_data_commands(tmp_path, capsys):
+    assert main(["spaces"]) == 0 and "most_net_pp" in capsys.readouterr().out
+    assert main(["spaces", "show", "most_net_plus"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "most_net_plus"
+    out = tmp_path / "d"
+    assert main(["data", "synth", "--out", str(out), "--clips", "2", "--frames", "3", "--size", "32x48",
+                 "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["frame_size"] == [32, 48]
+    assert main(["data", "check", str(out)]) == 0 and "ok" in capsys.readouterr().out
+    _fails_with_one_line(["data", "synth", "--out", str(out), "--quiet"], capsys, "already exists")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".d.")]  # no staging leftovers
+
+
+def test_the_installed_console_script_reports_errors_without_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nss.cli", "search", "--space", "nope"], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and done.stderr.strip() == ("nss: error: unknown space 'nope': choose one of "
+                                                            "most_net_plus, most_net_pp or give a path to a JSON file")
+
+
+@pytest.mark.slow
+def test_the_default_search_finishes_on_a_cpu(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nss.cli", "search", "--tau", "5", "--quiet", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert Architecture.load(tmp_path / "run" / "architecture.json").heads
