@@ -29,10 +29,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def refuse_existing(path: Path, force: bool, what: str = "run folder") -> None:
+def refuse_existing(path: Path, force: bool, what: str, alternative: str = "") -> None:
+    """An existing, non-empty `path` is only replaced with --force."""
     if path.exists() and not force and (not path.is_dir() or any(path.iterdir())):
-        raise NSSError(f"{path}: {what} already exists (use --force to overwrite, or --resume to continue)"
-                       if what == "run folder" else f"{path}: {what} already exists (use --force to overwrite)")
+        raise NSSError(f"{path}: {what} already exists (use --force to overwrite{alternative})")
 
 
 @contextmanager

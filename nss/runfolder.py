@@ -50,7 +50,7 @@ class RunFolder:
 
     # -- life cycle ----------------------------------------------------------------------------------------
     def create(self, force: bool) -> "RunFolder":
-        refuse_existing(self.path, force)
+        refuse_existing(self.path, force, "run folder", ", or --resume to continue it")
         if self.path.exists():
             shutil.rmtree(self.path)
         self.checkpoints.mkdir(parents=True)

@@ -11,7 +11,7 @@ from .config import RunConfig, config_from_dict
 from .derive import architecture_table, derive_architecture, save_architecture
 from .errors import NSSError
 from .runfolder import PHASES, RunFolder
-from .train import Session, Trainer
+from .train import Session, Trainer, require_same_network
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
 INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
@@ -45,7 +45,8 @@ def _open_run(command: str, config: RunConfig | None, out: str | Path | None, fo
         saved = run.read_yaml("config.yaml")
         if saved.get("command") != command:
             raise NSSError(f"{run.path}: made by `nss {saved.get('command')}`, not `nss {command}`")
-        config = config_from_dict(saved).validate()
+        # the run's own space.json, so that a resumed run needs no file outside its folder
+        config = replace(config_from_dict(saved), space=str(run.path / "space.json")).validate()
         state = run.load_checkpoint()
         session = Session.open(config)
     else:
@@ -53,12 +54,12 @@ def _open_run(command: str, config: RunConfig | None, out: str | Path | None, fo
         pretrained = None
         if command == "search" and config.from_run:
             source = RunFolder(config.from_run).require_existing()
-            inherited = config_from_dict(source.read_yaml("config.yaml"))
+            inherited = replace(config_from_dict(source.read_yaml("config.yaml")), space=str(source.path / "space.json"))
             config = replace(config, **{k: getattr(inherited, k) for k in INHERITED}).validate()
             pretrained = source.load_checkpoint("pretrained.pt")
         session = Session.open(config)
         if pretrained is not None:
-            Trainer(session, RunFolder(config.from_run))._check_compatible(pretrained, config.from_run)
+            require_same_network(pretrained, session.network, source.checkpoints / "pretrained.pt")
             session.network.load_state_dict(pretrained["network"])
         run = RunFolder(out or default_run_dir(command, config)).create(force)
         run.write_yaml("config.yaml", dict(command=command, **session.config.to_dict()))

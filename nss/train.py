@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from search_spaces import NetworkSize, SearchSpace, get_size, get_space
-from supernet import MostNet, build_network
+from supernet import MostNet, build_network, required_divisor
 
 from .config import RunConfig
 from .data import SyntheticSpec, open_dataset
@@ -54,7 +55,12 @@ class Session:
         if missing:
             raise DataError(f"{config.data}: no labels for task(s) {missing} of space {space.name!r}")
         if config.data != "synthetic":
-            config = replace(config, frame_size=f"{data.frame_size[0]}x{data.frame_size[1]}").validate()
+            h, w = data.frame_size
+            divisor = required_divisor(space.scales)
+            if h % divisor or w % divisor:
+                raise DataError(f"{config.data}: frames are {h}x{w}; with {space.scales} scales both sides must be "
+                                f"multiples of {divisor}")
+            config = replace(config, frame_size=f"{h}x{w}")
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
         torch.manual_seed(config.seed)
@@ -87,6 +93,13 @@ def batch_indices(seed: int, phase: str, step: int, size: int, batch: int) -> li
     return order[position * batch:(position + 1) * batch].tolist()
 
 
+def require_same_network(state: dict, network: MostNet, source: str | Path) -> None:
+    """A checkpoint's weights only load into the network (architecture) they were trained for."""
+    if state.get("architecture_id") != network.architecture.id:
+        raise NSSError(f"{source}: checkpoint was made for another network (architecture "
+                       f"{state.get('architecture_id')}, this one is {network.architecture.id})")
+
+
 class Trainer:
     def __init__(self, session: Session, run: RunFolder, progress: bool = True):
         self.session, self.run, self.progress = session, run, progress
@@ -116,11 +129,6 @@ class Trainer:
         })
         self.last_saved = step
 
-    def _check_compatible(self, state: dict, source: str) -> None:
-        if state.get("architecture_id") != self.session.network.architecture.id:
-            raise NSSError(f"{source}: checkpoint was made for another network "
-                           f"(architecture {state.get('architecture_id')}, expected {self.session.network.architecture.id})")
-
     # -- the loop ------------------------------------------------------------------------------------------
     def run_phases(self, phases: tuple[str, ...], resume: dict | None = None) -> None:
         """Run `phases` in order; `resume` is a checkpoint to continue from (it names its phase and step)."""
@@ -145,7 +153,7 @@ class Trainer:
             resume = None
 
     def _restore(self, state: dict, optimizers: dict, schedulers: dict) -> tuple[int, float]:
-        self._check_compatible(state, str(self.run.checkpoints / "last.pt"))
+        require_same_network(state, self.session.network, self.run.checkpoints / "last.pt")
         self.session.network.load_state_dict(state["network"])
         self.session.gates.load_state_dict(state["gates"])
         for key, optimizer in optimizers.items():

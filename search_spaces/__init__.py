@@ -3,8 +3,8 @@ from .architecture import Architecture
 from .presets import (DEFAULT_SPACE, TASKS, NetworkSize, every_task_at_every_scale, get_size, get_space,
                       list_sizes, list_spaces)
 from .space import (MOTION_KINDS, TASK_KINDS, Metric, SearchSpace, SpaceError, TaskSpec, head_name,
-                    parse_head)
+                    parse_head, read_json)
 
 __all__ = ["Architecture", "DEFAULT_SPACE", "TASKS", "NetworkSize", "every_task_at_every_scale", "get_size",
            "get_space", "list_sizes", "list_spaces", "MOTION_KINDS", "TASK_KINDS", "Metric", "SearchSpace",
-           "SpaceError", "TaskSpec", "head_name", "parse_head"]
+           "SpaceError", "TaskSpec", "head_name", "parse_head", "read_json"]

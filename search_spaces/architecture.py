@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .space import SearchSpace, SpaceError, read_json
+from .space import SearchSpace, SpaceError, load_json_as
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,4 @@ class Architecture:
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        data = read_json(path)
-        try:
-            return cls.from_dict(data)
-        except SpaceError as err:
-            raise SpaceError(f"{path}: {err}") from None
+        return load_json_as(path, cls.from_dict)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class SpaceError(ValueError):
@@ -151,21 +153,27 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
-        data = read_json(path)
-        try:
-            return cls.from_dict(data)
-        except SpaceError as err:
-            raise SpaceError(f"{path}: {err}") from None
+        return load_json_as(path, cls.from_dict)
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
+def read_json(path: str | Path, error: type[Exception] = SpaceError) -> dict[str, Any]:
+    """A JSON object from a file; every failure is an `error` naming the file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise SpaceError(f"{path}: file not found") from None
+        raise error(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SpaceError(f"{path}: not valid JSON ({err})") from None
+        raise error(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
-        raise SpaceError(f"{path}: expected a JSON object")
+        raise error(f"{path}: expected a JSON object")
     return data
+
+
+def load_json_as(path: str | Path, parse: Callable[[dict[str, Any]], T]) -> T:
+    """`parse` applied to a JSON file, its errors prefixed with the file's path."""
+    data = read_json(path)
+    try:
+        return parse(data)
+    except SpaceError as err:
+        raise SpaceError(f"{path}: {err}") from None

@@ -219,3 +219,21 @@ def test_the_default_search_finishes_on_a_cpu(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert Architecture.load(tmp_path / "run" / "architecture.json").heads
+
+
+def test_search_on_a_data_folder_with_hard_gates_and_epoch_schedules(tmp_path, synthetic_folder):
+    result = nss.search(tiny_config(data=str(synthetic_folder), hard=True, pretrain_epochs=1.0, search_epochs=1.5),
+                        out=tmp_path / "run", progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    # 2 clips × 2 pairs = 4 training pairs, batch 2: 2 steps per epoch
+    assert (saved["pretrain_steps"], saved["search_steps"], saved["frame_size"]) == (2, 3, "32x32")
+    gates = pd.read_csv(tmp_path / "run" / "gates.csv")
+    assert set(gates["alpha"]) <= {0.0, 1.0}
+    assert set(result.probabilities) == set(result.architecture.space.searchable)
+
+
+def test_folder_frames_must_fit_the_scales(tmp_path, capsys):
+    data = nss.write_synthetic(tmp_path / "d", nss.SyntheticSpec(clips=2, frames=3, height=40, width=32),
+                               progress=False)
+    _fails_with_one_line(["search", "--data", str(data), "--out", str(tmp_path / "r")] + TINY_FLAGS, capsys,
+                         "frames are 40x32; with 3 scales both sides must be multiples of 16")

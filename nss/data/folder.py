@@ -12,12 +12,13 @@ Coordinates are continuous pixel coordinates: pixel (row i, column j) has its ce
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from search_spaces import read_json
 
 from ..errors import DataError
 from .samples import KIND_OF_TASK, LABEL_DIRS, make_sample
@@ -92,14 +93,7 @@ def read_meta(root: Path) -> dict:
     path = root / "meta.json"
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (a data folder needs meta.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object")
+    meta = read_json(path, DataError)
     for key in ("tasks", "frame_size", "splits"):
         if key not in meta:
             raise DataError(f"{path}: missing key {key!r}")
