@@ -1,18 +1,18 @@
 """Neural Scale Search for multi-task, multi-scale video networks.
 
 Every `nss` command is a thin wrapper over a function here: `search`, `pretrain`, `write_synthetic`,
-`check_folder`, `derive_architecture`, `list_spaces`.
+`check_folder`, `derive`, `list_spaces`; `nss.metrics` and `nss.balancing` hold the metrics and task balancers.
 """
 from search_spaces import Architecture, SearchSpace, get_space, list_spaces
 
 from .config import RunConfig, resolve_config
 from .data import SyntheticSpec, check_folder, open_dataset, write_synthetic
-from .derive import architecture_table, derive_architecture, save_architecture
+from .derive import architecture_table, derive, derive_architecture, gate_probabilities, save_architecture
 from .errors import DataError, NonFiniteLossError, NSSError
 from .gates import Gates, sparsity_penalty
 from .search import SearchResult, pretrain, search
 
 __all__ = ["Architecture", "DataError", "Gates", "NSSError", "NonFiniteLossError", "RunConfig", "SearchResult",
-           "SearchSpace", "SyntheticSpec", "architecture_table", "check_folder", "derive_architecture", "get_space",
-           "list_spaces", "open_dataset", "pretrain", "resolve_config", "save_architecture", "search",
-           "sparsity_penalty", "write_synthetic"]
+           "SearchSpace", "SyntheticSpec", "architecture_table", "check_folder", "derive", "derive_architecture",
+           "gate_probabilities", "get_space", "list_spaces", "open_dataset", "pretrain", "resolve_config",
+           "save_architecture", "search", "sparsity_penalty", "write_synthetic"]

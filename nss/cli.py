@@ -7,7 +7,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, get_space, list_sizes, list_spaces
 
-from . import check_folder, pretrain, resolve_config, search, write_synthetic
+from . import architecture_table, check_folder, derive, pretrain, resolve_config, search, write_synthetic
 from .config import FIELDS, RunConfig
 from .data import SyntheticSpec
 from .errors import NSSError
@@ -116,6 +116,19 @@ def cmd_spaces(args: argparse.Namespace) -> None:
         print(f"{name:16s} {tasks} × {space.scales} scales; {len(space.searchable)} searchable heads")
 
 
+def cmd_derive(args: argparse.Namespace) -> None:
+    if args.run is not None and args.heads is not None:
+        raise NSSError("give either a search RUN or --space with --heads, not both")
+    if args.run is None and args.heads is None:
+        raise NSSError("give a search RUN folder, or --heads task@scale,… (with --space)")
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip()) if args.heads is not None else None
+    architecture = derive(args.out, run=args.run, threshold=args.threshold,
+                          space=get_space(args.space) if heads is not None else None, heads=heads, force=args.force)
+    print(f"architecture {architecture.id}: {len(architecture.heads)} of {len(architecture.space.heads)} heads "
+          f"kept ({args.out})")
+    print(architecture_table(architecture))
+
+
 def _frame_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -157,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("pretrain", help="phase 1 alone: train the supernet with every head on")
     _add_run_options(p, "pretrain")
     p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("derive", help="architecture.json from a search run's gates or from a list of heads",
+                            description="Derive an architecture: from a search RUN (gates ≥ --threshold kept) or "
+                                        "from --space and --heads (the space's fixed heads are always kept).")
+    p.add_argument("run", nargs="?", help="search run folder")
+    p.add_argument("--threshold", type=float, default=0.5, help="keep heads whose on-probability is at least this")
+    p.add_argument("--space", default="most_net_plus", help="space preset or JSON file (with --heads)")
+    p.add_argument("--heads", help="comma-separated task@scale heads to keep, e.g. restoration@1,flow@3")
+    p.add_argument("--out", required=True, metavar="FILE.json")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_derive)
 
     p = commands.add_parser("spaces", help="list search-space presets, or show one as JSON")
     p.add_argument("action", nargs="?", choices=("list", "show"), default="list")

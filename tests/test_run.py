@@ -76,7 +76,14 @@ def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     process = subprocess.Popen([sys.executable, "-m", "nss.cli", "search"] + flags, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for(lambda: (run / "gates.csv").exists(), process)  # written at the first checkpoint of the search
+    def searching() -> bool:  # checkpoints are renamed into place, so reading one while the run goes on is safe
+        path = run / "checkpoints" / "last.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, weights_only=True)
+        return state["phase"] == "search" and state["step"] > 0
+
+    _wait_for(searching, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -237,3 +244,23 @@ def test_folder_frames_must_fit_the_scales(tmp_path, capsys):
                                progress=False)
     _fails_with_one_line(["search", "--data", str(data), "--out", str(tmp_path / "r")] + TINY_FLAGS, capsys,
                          "frames are 40x32; with 3 scales both sides must be multiples of 16")
+
+
+def test_derive_from_a_search_run_and_from_a_list_of_heads(tmp_path, capsys):
+    result = nss.search(tiny_config(), out=tmp_path / "run", progress=False)
+    assert main(["derive", str(tmp_path / "run"), "--threshold", "0.01", "--out", str(tmp_path / "all.json")]) == 0
+    assert set(Architecture.load(tmp_path / "all.json").heads) == set(result.architecture.space.heads)
+    assert main(["derive", str(tmp_path / "run"), "--out", str(tmp_path / "same.json")]) == 0
+    assert Architecture.load(tmp_path / "same.json") == result.architecture
+
+    heads = "restoration@1,restoration@3,segmentation@2,segmentation@3,flow@3"
+    assert main(["derive", "--space", "most_net_plus", "--heads", heads, "--out", str(tmp_path / "mine.json")]) == 0
+    assert set(Architecture.load(tmp_path / "mine.json").heads) == set(heads.split(","))
+    assert "dropped" in capsys.readouterr().out
+    _fails_with_one_line(["derive", "--heads", "restoration@1", "--out", str(tmp_path / "bad.json")], capsys,
+                         "drops fixed heads")
+    _fails_with_one_line(["derive", "--heads", heads + ",flow@7", "--out", str(tmp_path / "bad.json")], capsys,
+                         "does not have")
+    _fails_with_one_line(["derive", "--heads", heads, "--out", str(tmp_path / "mine.json")], capsys,
+                         "already exists")
+    assert not (tmp_path / "bad.json").exists()
