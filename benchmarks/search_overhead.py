@@ -17,7 +17,8 @@ from torch.utils.data import default_collate
 
 from nss.data import SyntheticDataset, SyntheticSpec
 from nss.gates import Gates
-from nss.steps import batch_to, pretrain_loss, search_loss
+from nss.balancing import make as make_balancer
+from nss.steps import batch_to, search_loss, supervised_loss
 from nss.train import resolve_device
 from search_spaces import get_size, get_space
 from supernet import build_network
@@ -43,10 +44,11 @@ def main() -> None:
     batch = batch_to(default_collate([data[i] for i in range(args.batch_size)]), device)
     theta = torch.optim.Adam(network.parameters(), lr=1e-4)
     alpha = torch.optim.Adam(gates.parameters(), lr=1e-2)
+    fixed_weights = make_balancer("ls", space.tasks)
 
     def plain() -> None:
         theta.zero_grad(set_to_none=True)
-        pretrain_loss(space, network, batch).loss.backward()
+        supervised_loss(space, network, batch, fixed_weights).loss.backward()
         theta.step()
 
     def search() -> None:

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from search_spaces import SpaceError, get_space, list_sizes, list_spaces
 
-from . import architecture_table, check_folder, derive, pretrain, resolve_config, search, write_synthetic
+from search_spaces import read_json
+
+from . import (architecture_table, check_folder, derive, evaluate_run, pretrain, resolve_config, retrain, search,
+               write_synthetic)
+from .balancing import list_balancers
 from .config import FIELDS, RunConfig
 from .data import SyntheticSpec
 from .errors import NSSError
@@ -48,9 +52,20 @@ RUN_OPTIONS = {
     "log_every": ("--log-every", "steps between rows of metrics.csv, gates.csv and deltas.csv"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints/last.pt"),
     "from_run": ("--from", "start the search from this pretrained run folder (skips pretraining)"),
+    "retrain_steps": ("--steps", "retraining steps"),
+    "retrain_epochs": ("--epochs", "retraining length in epochs (replaces --steps)"),
+    "balancing": ("--balancing", f"task balancing: {', '.join(list_balancers())}"),
+    "augment": ("--no-augment", "no flips or colour jitter"),
+    "val_every": ("--val-every", "steps between validations (best.pt keeps the best multi-task score)"),
 }
-SEARCH_ONLY = {"search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "gate_lr",
-               "from_run"}
+TRAINING = ["network", "data", "frame_size", "clips", "frames", "batch_size", "workers", "lr", "lr_min", "seed",
+            "device", "log_every", "checkpoint_every"]
+OPTIONS_OF = {
+    "pretrain": ["space", "pretrain_steps", "pretrain_epochs"] + TRAINING,
+    "search": ["space", "pretrain_steps", "pretrain_epochs", "search_steps", "search_epochs", "tau", "hard",
+               "sparsity", "sparsity_kind", "threshold", "gate_lr", "from_run"] + TRAINING,
+    "retrain": ["retrain_steps", "retrain_epochs", "balancing", "augment", "val_every"] + TRAINING,
+}
 
 
 def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -60,12 +75,11 @@ def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     defaults = RunConfig()
-    for name, (flag, text) in RUN_OPTIONS.items():
-        if command == "pretrain" and name in SEARCH_ONLY:
-            continue
+    for name in OPTIONS_OF[command]:
+        flag, text = RUN_OPTIONS[name]
         default = getattr(defaults, name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_const", const=True, help=text)
+        if isinstance(default, bool):  # a switch that turns the default around (--hard, --no-augment)
+            parser.add_argument(flag, dest=name, action="store_const", const=not default, help=text)
             continue
         kind = {"int": int, "float": float}.get(FIELDS[name].type.split(" |")[0], str)
         shown = "" if default is None else f" (default: {default})"
@@ -73,7 +87,7 @@ def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
                             help=text + shown)
 
 
-def _run_config(args: argparse.Namespace, command: str) -> RunConfig | None:
+def _run_config(args: argparse.Namespace, **fixed) -> RunConfig | None:
     given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name, None) is not None}
     if args.resume:
         if given or args.config:
@@ -84,11 +98,11 @@ def _run_config(args: argparse.Namespace, command: str) -> RunConfig | None:
         clash = [RUN_OPTIONS[n][0] for n in ("space", "network", "data", "frame_size", "clips", "frames") if n in given]
         if clash:
             raise NSSError(f"{', '.join(clash)}: taken from the pretrained run given with --from; leave out")
-    return resolve_config(args.config, **given)
+    return resolve_config(args.config, **given, **fixed)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    result = search(_run_config(args, "search"), out=args.out, force=args.force, resume=args.resume,
+    result = search(_run_config(args), out=args.out, force=args.force, resume=args.resume,
                     progress=not args.quiet)
     arch = result.architecture
     print(f"run folder: {result.run_dir}")
@@ -98,10 +112,33 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    path = pretrain(_run_config(args, "pretrain"), out=args.out, force=args.force, resume=args.resume,
+    path = pretrain(_run_config(args), out=args.out, force=args.force, resume=args.resume,
                     progress=not args.quiet)
     print(f"run folder: {path}")
     print(f"search from it with: nss search --from {path}")
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    target = {}
+    if args.target is not None:
+        if args.resume:
+            raise NSSError(f"{args.target}: a resumed run keeps its architecture; give only --out with --resume")
+        data = read_json(args.target, NSSError) if args.target.endswith(".json") else {}
+        target = {"architecture": args.target} if {"space", "heads"} <= set(data) else {"space": args.target}
+    elif not args.resume:
+        raise NSSError("give the architecture.json to retrain (or a space name for the full network)")
+    path = retrain(_run_config(args, **target), out=args.out, force=args.force, resume=args.resume,
+                   progress=not args.quiet)
+    print(f"run folder: {path}")
+    print(f"evaluate it with: nss evaluate {path} --split test")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    table = evaluate_run(args.run, args.split, device=args.device)
+    print(f"{args.run} on {args.split} ({table['checkpoint'].iloc[0]}), written to {Path(args.run) / 'eval.csv'}")
+    for task, rows in table.groupby("task", sort=False):
+        grid = rows.pivot_table(index="head", columns="metric", values="value", sort=False)
+        print(f"\n{task}\n{grid.to_string(float_format=lambda v: f'{v:.4f}')}")
 
 
 def cmd_spaces(args: argparse.Namespace) -> None:
@@ -170,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("pretrain", help="phase 1 alone: train the supernet with every head on")
     _add_run_options(p, "pretrain")
     p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("retrain", help="train an architecture from scratch with task balancing",
+                            description="Retrain a derived architecture (or the full space, the baseline) from "
+                                        "scratch: deep supervision on its heads, task balancing, augmentation, "
+                                        "periodic validation with best-checkpoint selection.")
+    p.add_argument("target", nargs="?", help="architecture.json, or a space (name or JSON) for the full network")
+    _add_run_options(p, "retrain")
+    p.set_defaults(func=cmd_retrain)
+
+    p = commands.add_parser("evaluate", help="every metric of every head of a run on a split → eval.csv")
+    p.add_argument("run", help="run folder (its best.pt, else last.pt)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--device", help="override the run's device")
+    p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("derive", help="architecture.json from a search run's gates or from a list of heads",
                             description="Derive an architecture: from a search RUN (gates ≥ --threshold kept) or "

@@ -11,13 +11,15 @@ import yaml
 from search_spaces import get_space, list_sizes
 from supernet import required_divisor
 
+from .balancing import list_balancers
 from .errors import NSSError
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    # what to search
+    # what to train: a space (its supernet) or, for retraining, an architecture.json (None: the full space)
     space: str = "most_net_plus"
+    architecture: str | None = None
     network: str = "auto"  # width/depth preset (search_spaces.list_sizes()); auto: "cpu" on a CPU, "paper" on a GPU
     # data
     data: str = "synthetic"  # "synthetic" (generated on the fly) or a data folder
@@ -37,6 +39,12 @@ class RunConfig:
     sparsity: float = 1e-4  # μ: a head stays when λ_i·(its loss gain) outweighs it
     sparsity_kind: str = "log"  # "log" (Σ log α, the dissertation's) or "l1" (Σ α)
     threshold: float = 0.5  # keep a searchable head when its on-probability ≥ threshold
+    # retraining
+    retrain_steps: int = 1500
+    retrain_epochs: float | None = None
+    balancing: str = "ls"  # nss.balancing.list_balancers()
+    augment: bool = True  # flips and colour jitter, labels kept consistent
+    val_every: int = 250  # steps between validations (best checkpoint on the multi-task score)
     # optimisation (dissertation §6.3.2)
     # θ: Adam, cosine-annealed to lr_min. None resolves per network preset: the dissertation's 1e-4 for "paper"
     # (40 epochs of ~49K frames); 1e-3 for the small presets, whose CPU schedules are ~100× shorter.
@@ -66,7 +74,7 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(name, "must be a finite number > 0")
-        for name in ("batch_size", "clips", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "clips", "log_every", "checkpoint_every", "val_every", "retrain_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         if self.frames < 2:
@@ -74,7 +82,9 @@ class RunConfig:
         for name in ("pretrain_steps", "workers"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
-        for name in ("pretrain_epochs", "search_epochs"):
+        if self.balancing not in list_balancers():
+            raise bad("balancing", f"must be one of {', '.join(list_balancers())}")
+        for name in ("pretrain_epochs", "search_epochs", "retrain_epochs"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "must be > 0")
         if self.search_steps < 1:

@@ -13,7 +13,7 @@ import yaml
 from .errors import NSSError
 from .io import atomic_write, atomic_write_text, refuse_existing
 
-PHASES = ("pretrain", "search")
+PHASES = ("pretrain", "search", "retrain")
 
 
 class Table:
@@ -41,7 +41,7 @@ class Table:
 
 
 class RunFolder:
-    TABLES = ("metrics", "gates", "deltas")
+    TABLES = ("metrics", "gates", "deltas", "validation")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

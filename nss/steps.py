@@ -8,6 +8,7 @@ import torch
 from search_spaces import SearchSpace, parse_head
 from supernet import MostNet
 
+from .balancing import Balancer
 from .gates import Gates, sparsity_penalty
 from .objective import composites, head_losses, refinements, task_loss, to_full_resolution
 
@@ -15,19 +16,26 @@ from .objective import composites, head_losses, refinements, task_loss, to_full_
 @dataclass
 class StepResult:
     loss: torch.Tensor  # what is minimised
-    task_losses: dict[str, torch.Tensor]  # by task (search: on the composite) or by head (pretraining)
+    task_losses: dict[str, torch.Tensor]  # v_i per task (search: on the gated composite)
+    weights: dict[str, torch.Tensor]  # λ_i of this step
     full: dict[str, torch.Tensor]  # every output at full resolution
     deltas: dict[str, torch.Tensor]  # Δ per non-coarsest head
+    head_losses: dict[str, torch.Tensor] | None = None  # per head, where the loss is made of them
     alphas: dict[str, torch.Tensor] | None = None
     sparsity: torch.Tensor | None = None
 
 
-def pretrain_loss(space: SearchSpace, network: MostNet, batch: dict) -> StepResult:
-    """Σ_i Σ_s λ_i L_i(O_i^1, u_i(Ô_i^s)): every head supervised (MOST, eq. 2)."""
+def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer: Balancer) -> StepResult:
+    """Σ_i λ_i Σ_s L_i(O_i^1, u_i(Ô_i^s)) over the heads the network has (deep supervision, MOST eq. 2).
+
+    Pretraining is this on the supernet with fixed λ (LS); retraining on a derived network with any balancer.
+    """
     full = to_full_resolution(space, network(batch["previous"], batch["current"]))
-    losses = head_losses(space, full, batch)
-    loss = sum(space.task(parse_head(head)[0]).weight * value for head, value in losses.items())
-    return StepResult(loss, losses, full, refinements(space, full))
+    per_head = head_losses(space, full, batch)
+    per_task = {t.name: sum(v for h, v in per_head.items() if parse_head(h)[0] == t.name) for t in space.tasks}
+    weights = balancer.weights(per_task)
+    loss = sum(weights[name] * value for name, value in per_task.items()) + balancer.regularizer()
+    return StepResult(loss, per_task, weights, full, refinements(space, full), head_losses=per_head)
 
 
 def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict, *, tau: float, hard: bool,
@@ -39,8 +47,9 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     composite = composites(space, full, deltas, alphas)
     losses = {task.name: task_loss(task, composite[task.name], batch) for task in space.tasks}
     penalty = sparsity_penalty(alphas, sparsity_kind)
-    loss = sum(space.task(name).weight * value for name, value in losses.items()) + sparsity * penalty
-    return StepResult(loss, losses, full, deltas, alphas, penalty)
+    weights = {t.name: torch.tensor(t.weight) for t in space.tasks}
+    loss = sum(weights[name] * value for name, value in losses.items()) + sparsity * penalty
+    return StepResult(loss, losses, weights, full, deltas, alphas=alphas, sparsity=penalty)
 
 
 def batch_to(batch: dict, device: torch.device) -> dict:

@@ -1,4 +1,5 @@
-"""The training loop shared by pretraining and search: batches, optimisation, logs, checkpoints, resume."""
+"""The training loop shared by pretraining, search and retraining: batches, optimisation, logs, validation,
+checkpoints and resume."""
 from __future__ import annotations
 
 import math
@@ -11,16 +12,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from search_spaces import NetworkSize, SearchSpace, get_size, get_space
+from search_spaces import Architecture, NetworkSize, SearchSpace, get_size, get_space
 from supernet import MostNet, build_network, required_divisor
 
+from .balancing import Balancer, make as make_balancer
 from .config import RunConfig
 from .data import SyntheticSpec, open_dataset
+from .data.augment import augment
 from .errors import DataError, NonFiniteLossError, NSSError
+from .evaluate import evaluate, finest_per_task
 from .gates import Gates
+from .metrics import delta_mtl
 from .objective import head_losses
 from .runfolder import PHASES, RunFolder
-from .steps import StepResult, batch_to, pretrain_loss, search_loss
+from .steps import StepResult, batch_to, search_loss, supervised_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,10 +52,13 @@ class Session:
     def open(cls, config: RunConfig) -> "Session":
         device = resolve_device(config.device)
         size_name = config.network if config.network != "auto" else ("cpu" if device.type == "cpu" else "paper")
-        space = get_space(config.space)
-        height, width = config.frame_height_width
-        spec = SyntheticSpec(config.clips, config.frames, height, width, config.seed)
-        data = open_dataset(config.data, "train", spec)
+        if config.architecture:  # a derived network (retraining); its space comes with it
+            architecture = Architecture.load(config.architecture)
+            space = architecture.space
+        else:
+            space = get_space(config.space)
+            architecture = Architecture.full(space)
+        data = open_dataset(config.data, "train", cls.synthetic_spec(config))
         missing = [t.name for t in space.tasks if t.kind not in data.kinds]
         if missing:
             raise DataError(f"{config.data}: no labels for task(s) {missing} of space {space.name!r}")
@@ -64,21 +72,27 @@ class Session:
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
         torch.manual_seed(config.seed)
-        network = build_network(space, get_size(size_name)).to(device)
+        network = build_network(architecture, get_size(size_name)).to(device)
         gates = Gates(space.searchable).to(device)
-        steps_per_epoch = len(data) // config.batch_size
+        per_epoch = len(data) // config.batch_size
         lr = config.lr if config.lr is not None else (1e-4 if size_name == "paper" else 1e-3)
         config = replace(config, network=size_name, device=str(device), lr=lr,
-                         pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, steps_per_epoch),
-                         search_steps=_steps(config.search_steps, config.search_epochs, steps_per_epoch))
+                         pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, per_epoch),
+                         search_steps=_steps(config.search_steps, config.search_epochs, per_epoch),
+                         retrain_steps=_steps(config.retrain_steps, config.retrain_epochs, per_epoch))
         return cls(config, space, get_size(size_name), device, data, network, gates)
+
+    @staticmethod
+    def synthetic_spec(config: RunConfig) -> SyntheticSpec:
+        height, width = config.frame_height_width
+        return SyntheticSpec(config.clips, config.frames, height, width, config.seed)
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.data) // self.config.batch_size
 
     def total_steps(self, phase: str) -> int:
-        return self.config.pretrain_steps if phase == "pretrain" else self.config.search_steps
+        return getattr(self.config, f"{phase}_steps")
 
 
 def _steps(steps: int, epochs: float | None, steps_per_epoch: int) -> int:
@@ -104,24 +118,31 @@ class Trainer:
     def __init__(self, session: Session, run: RunFolder, progress: bool = True):
         self.session, self.run, self.progress = session, run, progress
         self.config = session.config
+        self.best_score = -math.inf
+        self._validation_data: Dataset | None = None
+        self._reference: dict | None = None  # the trivial predictor's validation metrics
 
-    # -- optimisers ----------------------------------------------------------------------------------------
-    def _optimizers(self, phase: str) -> tuple[dict, dict]:
-        c, total = self.config, self.session.total_steps(phase)
-        theta = torch.optim.Adam(self.session.network.parameters(), lr=c.lr)
+    # -- per phase: optimisers and task weights ------------------------------------------------------------
+    def _prepare(self, phase: str) -> tuple[dict, dict, Balancer]:
+        c, total, session = self.config, self.session.total_steps(phase), self.session
+        # pretraining supervises every head with the space's fixed λ (LS); retraining balances as asked
+        balancer = make_balancer(c.balancing if phase == "retrain" else "ls", session.space.tasks).to(session.device)
+        theta = torch.optim.Adam(list(session.network.parameters()) + list(balancer.parameters()), lr=c.lr)
         optimizers = {"theta": theta}
         schedulers = {"theta": torch.optim.lr_scheduler.CosineAnnealingLR(theta, T_max=max(total, 1), eta_min=c.lr_min)}
         if phase == "search":
-            optimizers["alpha"] = torch.optim.Adam(self.session.gates.parameters(), lr=c.gate_lr)
-        return optimizers, schedulers
+            optimizers["alpha"] = torch.optim.Adam(session.gates.parameters(), lr=c.gate_lr)
+        return optimizers, schedulers, balancer
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def _save(self, phase: str, step: int, elapsed: float, optimizers: dict, schedulers: dict) -> None:
+    def _save(self, phase: str, step: int, elapsed: float, optimizers: dict, schedulers: dict,
+              balancer: Balancer) -> None:
         self.run.flush()
         self.run.save_checkpoint("last.pt", {
-            "phase": phase, "step": step, "elapsed": elapsed,
+            "phase": phase, "step": step, "elapsed": elapsed, "best_score": self.best_score,
             "architecture_id": self.session.network.architecture.id,
             "network": self.session.network.state_dict(), "gates": self.session.gates.state_dict(),
+            "balancer": balancer.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
             "torch_rng": torch.get_rng_state(),
@@ -129,33 +150,11 @@ class Trainer:
         })
         self.last_saved = step
 
-    # -- the loop ------------------------------------------------------------------------------------------
-    def run_phases(self, phases: tuple[str, ...], resume: dict | None = None) -> None:
-        """Run `phases` in order; `resume` is a checkpoint to continue from (it names its phase and step)."""
-        for phase in phases:
-            optimizers, schedulers = self._optimizers(phase)
-            start, elapsed = 0, 0.0
-            if resume is not None and PHASES.index(resume["phase"]) > PHASES.index(phase):
-                continue  # finished before the interruption
-            if resume is not None and resume["phase"] == phase:
-                start, elapsed = self._restore(resume, optimizers, schedulers)
-                for table in self.run.tables.values():
-                    table.load_until(phase, start)
-            else:
-                torch.manual_seed(self.config.seed * len(PHASES) + PHASES.index(phase))
-                self._save(phase, 0, 0.0, optimizers, schedulers)  # a run can be resumed from its very start
-            self.last_saved = start
-            self._run_phase(phase, start, elapsed, optimizers, schedulers)
-            if phase == "pretrain":
-                self.run.save_checkpoint("pretrained.pt", {
-                    "architecture_id": self.session.network.architecture.id,
-                    "network": self.session.network.state_dict()})
-            resume = None
-
-    def _restore(self, state: dict, optimizers: dict, schedulers: dict) -> tuple[int, float]:
+    def _restore(self, state: dict, optimizers: dict, schedulers: dict, balancer: Balancer) -> tuple[int, float]:
         require_same_network(state, self.session.network, self.run.checkpoints / "last.pt")
         self.session.network.load_state_dict(state["network"])
         self.session.gates.load_state_dict(state["gates"])
+        balancer.load_state_dict(state["balancer"])
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
         for key, scheduler in schedulers.items():
@@ -163,7 +162,31 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.best_score = state["best_score"]
         return state["step"], state["elapsed"]
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def run_phases(self, phases: tuple[str, ...], resume: dict | None = None) -> None:
+        """Run `phases` in order; `resume` is a checkpoint to continue from (it names its phase and step)."""
+        for phase in phases:
+            if resume is not None and PHASES.index(resume["phase"]) > PHASES.index(phase):
+                continue  # finished before the interruption
+            optimizers, schedulers, balancer = self._prepare(phase)
+            start, elapsed = 0, 0.0
+            if resume is not None and resume["phase"] == phase:
+                start, elapsed = self._restore(resume, optimizers, schedulers, balancer)
+                for table in self.run.tables.values():
+                    table.load_until(phase, start)
+            else:
+                torch.manual_seed(self.config.seed * len(PHASES) + PHASES.index(phase))
+                self._save(phase, 0, 0.0, optimizers, schedulers, balancer)  # resumable from its very start
+            self.last_saved = start
+            self._run_phase(phase, start, elapsed, optimizers, schedulers, balancer)
+            if phase == "pretrain":
+                self.run.save_checkpoint("pretrained.pt", {
+                    "architecture_id": self.session.network.architecture.id,
+                    "network": self.session.network.state_dict()})
+            resume = None
 
     def _loader(self, phase: str, start: int) -> DataLoader:
         c, size = self.config, len(self.session.data)
@@ -174,21 +197,24 @@ class Trainer:
         return DataLoader(self.session.data, batch_sampler=steps, num_workers=c.workers,
                           generator=torch.Generator().manual_seed(c.seed))
 
-    def _step(self, phase: str, batch: dict) -> StepResult:
+    def _step(self, phase: str, step: int, batch: dict, balancer: Balancer) -> StepResult:
         s, c = self.session, self.config
-        if phase == "pretrain":
-            return pretrain_loss(s.space, s.network, batch)
-        return search_loss(s.space, s.network, s.gates, batch, tau=c.tau, hard=c.hard, sparsity=c.sparsity,
-                           sparsity_kind=c.sparsity_kind)
+        if phase == "search":
+            return search_loss(s.space, s.network, s.gates, batch, tau=c.tau, hard=c.hard, sparsity=c.sparsity,
+                               sparsity_kind=c.sparsity_kind)
+        if phase == "retrain" and c.augment:
+            batch = augment(batch, c.seed, step)
+        return supervised_loss(s.space, s.network, batch, balancer)
 
-    def _run_phase(self, phase: str, start: int, elapsed: float, optimizers: dict, schedulers: dict) -> None:
-        total, session = self.session.total_steps(phase), self.session
+    def _run_phase(self, phase: str, start: int, elapsed: float, optimizers: dict, schedulers: dict,
+                   balancer: Balancer) -> None:
+        total, session, c = self.session.total_steps(phase), self.session, self.config
         session.network.train()
         began = time.perf_counter() - elapsed
         bar = tqdm(total=total, initial=start, desc=phase, unit="step", disable=not self.progress, leave=True)
         for step, batch in enumerate(self._loader(phase, start), start=start + 1):
             batch = batch_to(batch, session.device)
-            result = self._step(phase, batch)
+            result = self._step(phase, step, batch, balancer)
             self._require_finite(phase, step, result)
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
@@ -197,17 +223,21 @@ class Trainer:
                 optimizer.step()
             for scheduler in schedulers.values():
                 scheduler.step()
+            if step % session.steps_per_epoch == 0:
+                balancer.end_epoch()
             bar.update()
             elapsed = time.perf_counter() - began
-            if step % self.config.log_every == 0 or step == total:
+            if step % c.log_every == 0 or step == total:
                 self._log(phase, step, elapsed, result, batch, optimizers)
                 bar.set_postfix(loss=f"{result.loss.item():.4f}")
-            if step % self.config.checkpoint_every == 0 or step == total:
-                self._save(phase, step, elapsed, optimizers, schedulers)
+            if phase == "retrain" and (step % c.val_every == 0 or step == total):
+                self._validate(phase, step)
+            if step % c.checkpoint_every == 0 or step == total:
+                self._save(phase, step, elapsed, optimizers, schedulers, balancer)
         bar.close()
 
     def _require_finite(self, phase: str, step: int, result: StepResult) -> None:
-        values = dict(result.task_losses)
+        values = dict(result.head_losses or result.task_losses)
         if result.sparsity is not None:
             values["sparsity"] = result.sparsity
         for name, value in values.items():
@@ -217,16 +247,37 @@ class Trainer:
                     f"{phase} step {step}: the loss of {name} is {value.item()}; stopped. The last good checkpoint "
                     f"({self.run.checkpoints / 'last.pt'}, {phase} step {self.last_saved}) is left as it was")
 
+    # -- validation ----------------------------------------------------------------------------------------
+    def _validate(self, phase: str, step: int) -> None:
+        """Metrics on the validation split; best.pt keeps the weights with the best multi-task score Δ_MTL
+        (against the trivial predictor, on each task's finest head)."""
+        s, c = self.session, self.config
+        if self._validation_data is None:
+            self._validation_data = open_dataset(c.data, "val", Session.synthetic_spec(c))
+        table = evaluate(s.network, s.space, self._validation_data, s.device, c.batch_size)
+        score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), s.space.tasks)
+        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        rows = table[table["model"] == "network"]
+        self.run.tables["validation"].extend(
+            [dict(key, head=r.head, metric=r.metric, value=r.value) for r in rows.itertuples()]
+            + [dict(key, head="all", metric="delta_mtl", value=score)])
+        if score > self.best_score:
+            self.best_score = score
+            self.run.save_checkpoint("best.pt", {"architecture_id": s.network.architecture.id, "step": step,
+                                                 "delta_mtl": score, "network": s.network.state_dict()})
+
     # -- logs ----------------------------------------------------------------------------------------------
     def _log(self, phase: str, step: int, elapsed: float, result: StepResult, batch: dict, optimizers: dict) -> None:
         s = self.session
         key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
         row = dict(key, loss=result.loss.item())
         row.update({f"loss/{name}": v.item() for name, v in result.task_losses.items()})
-        if phase == "search":  # also every head on its own, as in pretraining, for scale-gain plots
+        per_head = result.head_losses
+        if per_head is None:  # search: every head on its own too, as in pretraining, for scale-gain plots
             with torch.no_grad():
-                row.update({f"loss/{h}": v.item() for h, v in head_losses(s.space, result.full, batch).items()})
-        row.update({f"lambda/{t.name}": t.weight for t in s.space.tasks})
+                per_head = head_losses(s.space, result.full, batch)
+        row.update({f"loss/{h}": v.item() for h, v in per_head.items()})
+        row.update({f"lambda/{name}": float(w.detach()) for name, w in result.weights.items()})
         row["lr"] = optimizers["theta"].param_groups[0]["lr"]
         if phase == "search":
             row["gate_lr"] = optimizers["alpha"].param_groups[0]["lr"]

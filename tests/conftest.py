@@ -1,7 +1,12 @@
 """Shared fixtures: tiny networks, 32×32 synthetic data, small run configurations."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,31 @@ def tiny_config(**overrides) -> RunConfig:
                   search_steps=6, log_every=2, checkpoint_every=2, device="cpu")
     values.update(overrides)
     return resolve_config(**values)
+
+
+# The command-line form of tiny_config (later flags win, so tests append their own).
+TINY_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
+              "--device", "cpu", "--quiet"]
+
+
+def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0) -> Path:
+    """Run `nss ARGV --out OUT` in a subprocess and SIGKILL it once a checkpoint of `phase` past step 0 exists."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    process = subprocess.Popen([sys.executable, "-m", "nss.cli"] + argv + ["--out", str(out)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path, deadline = out / "checkpoints" / "last.pt", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():  # checkpoints are renamed into place: reading one while the run goes on is safe
+            state = torch.load(path, weights_only=True)
+            if state["phase"] == phase and state["step"] > 0:
+                break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"no checkpoint of {phase} within {timeout} s")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return out
 
 
 def tiny_batch(size: int = 2) -> dict:

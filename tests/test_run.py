@@ -1,11 +1,7 @@
 """End to end: run folders, resume after SIGKILL, --from, configuration files and every bad input."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +13,10 @@ import nss
 from nss.cli import main
 from search_spaces import Architecture
 
-from conftest import tiny_config
+from conftest import TINY_FLAGS, kill_mid_run, tiny_config
 
 # Later flags win, so a test can append its own "--pretrain-steps 8" and the like.
-TINY_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
-              "--pretrain-steps", "2", "--search-steps", "2", "--device", "cpu", "--quiet"]
+TINY_FLAGS = TINY_FLAGS + ["--pretrain-steps", "2", "--search-steps", "2"]
 
 
 def test_search_writes_a_complete_run_folder(tmp_path):
@@ -56,39 +51,13 @@ def test_search_writes_a_complete_run_folder(tmp_path):
     assert (state["phase"], state["step"]) == ("search", 6)
 
 
-def _wait_for(predicate, process, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     options = dict(pretrain_steps=6, search_steps=300, checkpoint_every=3, log_every=3)
     reference = nss.search(tiny_config(**options), out=tmp_path / "reference", progress=False)
 
-    run = tmp_path / "killed"
     flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "300", "--checkpoint-every", "3",
-                          "--log-every", "3", "--out", str(run)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    process = subprocess.Popen([sys.executable, "-m", "nss.cli", "search"] + flags, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    def searching() -> bool:  # checkpoints are renamed into place, so reading one while the run goes on is safe
-        path = run / "checkpoints" / "last.pt"
-        if not path.exists():
-            return False
-        state = torch.load(path, weights_only=True)
-        return state["phase"] == "search" and state["step"] > 0
-
-    _wait_for(searching, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert killed_at["phase"] == "search" and 0 < killed_at["step"] < 300
-
+                          "--log-every", "3"]
+    run = kill_mid_run(["search"] + flags, tmp_path / "killed", "search")
     resumed = nss.search(out=run, resume=True, progress=False)
     assert resumed.architecture == reference.architecture
     for head, prob in reference.probabilities.items():

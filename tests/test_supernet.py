@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from nss.steps import pretrain_loss, search_loss
+from nss.balancing import make as make_balancer
+from nss.steps import search_loss, supervised_loss
 from nss.gates import Gates
 from search_spaces import Architecture, get_size, get_space, list_spaces, parse_head
 from supernet import (build_network, flow_from_homography, homography_from_offsets, rescale_output,
@@ -43,7 +44,7 @@ def trained_grads():
         for phase in ("pretrain", "search"):
             network, gates = build_network(space, TINY), Gates(space.searchable)
             if phase == "pretrain":
-                loss = pretrain_loss(space, network, batch).loss
+                loss = supervised_loss(space, network, batch, make_balancer("ls", space.tasks)).loss
             else:
                 loss = search_loss(space, network, gates, batch, tau=5.0, hard=False, sparsity=1e-3,
                                    sparsity_kind="log").loss
@@ -87,7 +88,7 @@ def test_a_derived_network_trains_every_kept_head(preset):
     motion = space.motion_task.name
     arch = Architecture(space, ("restoration@1", "restoration@3", "segmentation@2", "segmentation@3", f"{motion}@3"))
     network = build_network(arch, TINY)
-    pretrain_loss(space, network, tiny_batch()).loss.backward()
+    supervised_loss(space, network, tiny_batch(), make_balancer("ls", space.tasks)).loss.backward()
     for head in arch.heads:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.heads[head].parameters())
 

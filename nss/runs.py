@@ -1,0 +1,144 @@
+"""The public entry points on run folders: `pretrain`, `search`, `retrain` and `evaluate_run`."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from search_spaces import Architecture, get_space
+
+from .config import RunConfig, config_from_dict
+from .data import open_dataset
+from .derive import architecture_table, derive_architecture, save_architecture
+from .errors import NSSError
+from .evaluate import evaluate
+from .io import atomic_write
+from .runfolder import RunFolder
+from .train import Session, Trainer, require_same_network
+
+# Options a search started with `from_run` takes from the pretrained run: the network and data must match.
+INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
+PHASES_OF = {"pretrain": ("pretrain",), "search": ("pretrain", "search"), "retrain": ("retrain",)}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    architecture: Architecture
+    probabilities: dict[str, float]
+
+    def table(self) -> str:
+        return architecture_table(self.architecture, self.probabilities)
+
+
+def default_run_dir(command: str, config: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if command == "retrain":
+        what = Architecture.load(config.architecture).id if config.architecture else get_space(config.space).name
+        return Path("runs") / f"retrain-{what}-{config.balancing}-seed{config.seed}-{stamp}"
+    tau = f"-tau{config.tau:g}" if command == "search" else ""
+    return Path("runs") / f"{command}-{get_space(config.space).name}{tau}-seed{config.seed}-{stamp}"
+
+
+def load_run_config(run: RunFolder) -> tuple[str, RunConfig]:
+    """The command and configuration a run was made with, pointing at the run's own space and architecture
+    files so that nothing outside the folder is needed."""
+    saved = run.read_yaml("config.yaml")
+    command = saved.get("command")
+    config = replace(config_from_dict(saved), space=str(run.path / "space.json"))
+    if command == "retrain":
+        config = replace(config, architecture=str(run.path / "architecture.json"))
+    return command, config.validate()
+
+
+def _open_run(command: str, config: RunConfig | None, out: str | Path | None, force: bool,
+              resume: bool) -> tuple[Trainer, tuple[str, ...], dict | None]:
+    """Validate everything, then create (or reopen) the run folder: a bad input never leaves a folder behind."""
+    if resume:
+        if out is None:
+            raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
+        if config is not None:
+            raise NSSError("a resumed run keeps its saved configuration: give only --out with --resume")
+        run = RunFolder(out).require_existing()
+        made_by, config = load_run_config(run)
+        if made_by != command:
+            raise NSSError(f"{run.path}: made by `nss {made_by}`, not `nss {command}`")
+        state = run.load_checkpoint()
+        session = Session.open(config)
+    else:
+        config = (config or RunConfig()).validate()
+        pretrained = None
+        if command == "search" and config.from_run:
+            source = RunFolder(config.from_run).require_existing()
+            inherited = load_run_config(source)[1]
+            config = replace(config, **{k: getattr(inherited, k) for k in INHERITED}).validate()
+            pretrained = source.load_checkpoint("pretrained.pt")
+        session = Session.open(config)
+        if pretrained is not None:
+            require_same_network(pretrained, session.network, source.checkpoints / "pretrained.pt")
+            session.network.load_state_dict(pretrained["network"])
+        run = RunFolder(out or default_run_dir(command, config)).create(force)
+        run.write_yaml("config.yaml", dict(command=command, **session.config.to_dict()))
+        run.write_json("space.json", session.space.to_dict())
+        if command == "retrain":  # the network this run trains
+            save_architecture(run.path / "architecture.json", session.network.architecture)
+        state = None
+    phases = ("search",) if command == "search" and session.config.from_run else PHASES_OF[command]
+    return Trainer(session, run), phases, state
+
+
+def _train(command: str, config: RunConfig | None, out: str | Path | None, force: bool, resume: bool,
+           progress: bool) -> Trainer:
+    trainer, phases, state = _open_run(command, config, out, force, resume)
+    trainer.progress = progress
+    trainer.run_phases(phases, state)
+    return trainer
+
+
+def pretrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+             resume: bool = False, progress: bool = True) -> Path:
+    """Phase 1 alone: train the supernet with every head on. Returns the run folder."""
+    return _train("pretrain", config, out, force, resume, progress).run.path
+
+
+def search(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+           resume: bool = False, progress: bool = True) -> SearchResult:
+    """Neural Scale Search: pretrain (unless `config.from_run`), search the gates, derive the architecture."""
+    trainer = _train("search", config, out, force, resume, progress)
+    session = trainer.session
+    probabilities = session.gates.probabilities()
+    architecture = derive_architecture(session.space, probabilities, session.config.threshold)
+    save_architecture(trainer.run.path / "architecture.json", architecture, gates=probabilities,
+                      threshold=session.config.threshold, tau=session.config.tau)
+    return SearchResult(trainer.run.path, architecture, probabilities)
+
+
+def retrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+            resume: bool = False, progress: bool = True) -> Path:
+    """Train `config.architecture` (or the full space) from scratch with task balancing `config.balancing`,
+    validating every `config.val_every` steps; `checkpoints/best.pt` holds the best multi-task score."""
+    return _train("retrain", config, out, force, resume, progress).run.path
+
+
+def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None,
+                 write: bool = True) -> pd.DataFrame:
+    """Every metric of every head of a run's network (best.pt if there is one, else last.pt) on a split, and
+    the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint)."""
+    folder = RunFolder(run).require_existing()
+    _, config = load_run_config(folder)
+    if device:
+        config = replace(config, device=device)
+    session = Session.open(config)
+    name = "best.pt" if (folder.checkpoints / "best.pt").exists() else "last.pt"
+    state = folder.load_checkpoint(name)
+    require_same_network(state, session.network, folder.checkpoints / name)
+    session.network.load_state_dict(state["network"])
+    data = open_dataset(config.data, split, Session.synthetic_spec(config))
+    table = evaluate(session.network, session.space, data, session.device, config.batch_size)
+    table.insert(0, "split", split)
+    table.insert(1, "checkpoint", name)
+    if write:
+        atomic_write(folder.path / "eval.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return table
