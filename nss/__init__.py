@@ -1,6 +1,6 @@
 """Neural Scale Search for multi-task, multi-scale video networks.
 
-Every `nss` command is a thin wrapper over a function here: `search`, `pretrain`, `retrain`, `evaluate_run`,
+Every `nss` command is a thin wrapper over a function here: `search`, `pretrain`, `retrain`, `evaluate_run`, `export_run`, `profile_target`,
 `write_synthetic`, `check_folder`, `derive`, `list_spaces`; `nss.metrics` and `nss.balancing` hold the metrics and task balancers.
 """
 from search_spaces import Architecture, SearchSpace, get_space, list_spaces
@@ -10,9 +10,9 @@ from .data import SyntheticSpec, check_folder, open_dataset, write_synthetic
 from .derive import architecture_table, derive, derive_architecture, gate_probabilities, save_architecture
 from .errors import DataError, NonFiniteLossError, NSSError
 from .gates import Gates, sparsity_penalty
-from .runs import SearchResult, evaluate_run, pretrain, retrain, search
+from .runs import SearchResult, evaluate_run, export_run, pretrain, profile_target, retrain, search
 
 __all__ = ["Architecture", "DataError", "Gates", "NSSError", "NonFiniteLossError", "RunConfig", "SearchResult",
            "SearchSpace", "SyntheticSpec", "architecture_table", "check_folder", "derive", "derive_architecture",
-           "gate_probabilities", "get_space", "list_spaces", "open_dataset", "evaluate_run", "pretrain", "resolve_config", "retrain",
+           "gate_probabilities", "get_space", "list_spaces", "open_dataset", "evaluate_run", "export_run", "profile_target", "pretrain", "resolve_config", "retrain",
            "save_architecture", "search", "sparsity_penalty", "write_synthetic"]

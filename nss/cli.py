@@ -9,8 +9,10 @@ from search_spaces import SpaceError, get_space, list_sizes, list_spaces
 
 from search_spaces import read_json
 
-from . import (architecture_table, check_folder, derive, evaluate_run, pretrain, resolve_config, retrain, search,
-               write_synthetic)
+from . import (architecture_table, check_folder, derive, evaluate_run, export_run, pretrain, profile_target,
+               resolve_config, retrain, search, write_synthetic)
+from .export import DEFAULT_OPSET
+from .profile import BACKENDS
 from .balancing import list_balancers
 from .config import FIELDS, RunConfig
 from .data import SyntheticSpec
@@ -141,6 +143,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"\n{task}\n{grid.to_string(float_format=lambda v: f'{v:.4f}')}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    report = export_run(args.run, args.out, fp16=args.fp16, opset=args.opset, size=args.size, force=args.force)
+    print(f"wrote {args.out} (opset {report['opset']}, {report['precision']}, {len(report['outputs'])} outputs) and "
+          f"{args.out}.json; ONNX Runtime vs PyTorch max abs diff {report['max_abs_diff']:.2e}")
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    report, path, note = profile_target(args.target, backend=args.backend, fp16=args.precision == "fp16",
+                                        device=args.device, size=args.size, network=args.network,
+                                        iters=args.iters, warmup=args.warmup, out=args.out)
+    if note:
+        print(note, file=sys.stderr)
+    lat, stream = report["latency_ms"], report["streaming_latency_ms"]
+    print(f"{args.target}: {report['params']:,} parameters, {report['flops'] / 1e9:.3f} GFLOPs at "
+          f"{args.size[0]}x{args.size[1]} ({report['backend']}, {report['precision']}, {report['device']})")
+    print(f"two-frame forward: median {lat['median']:.2f} ms, p90 {lat['p90']:.2f}, p99 {lat['p99']:.2f}, "
+          f"cv {lat['cv']:.3f}, {report['fps']:.1f} FPS")
+    print(f"streaming (cached previous features): median {stream['median']:.2f} ms, {report['streaming_fps']:.1f} FPS")
+    print(f"written to {path}")
+
+
 def cmd_spaces(args: argparse.Namespace) -> None:
     if args.action == "show":
         if not args.name:
@@ -221,6 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--device", help="override the run's device")
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("export", help="a run's network as ONNX, checked against PyTorch under ONNX Runtime")
+    p.add_argument("run", help="run folder (its best.pt, else last.pt)")
+    p.add_argument("--out", required=True, metavar="MODEL.onnx")
+    p.add_argument("--fp16", action="store_true", help="export in half precision")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    p.add_argument("--size", type=_frame_size, metavar="HxW", help="input size (default: the run's frame size)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("profile", help="parameters, FLOPs and latency of a run, architecture or space")
+    p.add_argument("target", help="run folder, architecture.json, or a space (name or JSON) for its supernet")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: TensorRT where it and a GPU are present, else torch")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend)")
+    p.add_argument("--size", type=_frame_size, default=(256, 256), metavar="HxW", help="input size (default 256x256)")
+    p.add_argument("--network", default="auto", help="width/depth preset for an architecture or space target")
+    p.add_argument("--iters", type=int, default=100, help="timed iterations (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
+    p.add_argument("--out", metavar="FILE.json", help="default: profile.json in the run folder, else here")
+    p.set_defaults(func=cmd_profile)
 
     p = commands.add_parser("derive", help="architecture.json from a search run's gates or from a list of heads",
                             description="Derive an architecture: from a search RUN (gates ≥ --threshold kept) or "

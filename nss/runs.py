@@ -1,22 +1,29 @@
-"""The public entry points on run folders: `pretrain`, `search`, `retrain` and `evaluate_run`."""
+"""The public entry points on run folders: `pretrain`, `search`, `retrain`, `evaluate_run`, `export_run` and
+`profile_target`."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pandas as pd
+import json
 
-from search_spaces import Architecture, get_space
+import pandas as pd
+import torch
+
+from search_spaces import Architecture, get_size, get_space, read_json
+from supernet import build_network, required_divisor
 
 from .config import RunConfig, config_from_dict
 from .data import open_dataset
 from .derive import architecture_table, derive_architecture, save_architecture
 from .errors import NSSError
 from .evaluate import evaluate
-from .io import atomic_write
+from .export import DEFAULT_OPSET, export_with_report
+from .io import atomic_write, atomic_write_text, refuse_existing
+from .profile import profile_network, resolve_backend
 from .runfolder import RunFolder
-from .train import Session, Trainer, require_same_network
+from .train import Session, Trainer, require_same_network, resolve_device
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
 INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
@@ -122,10 +129,8 @@ def retrain(config: RunConfig | None = None, *, out: str | Path | None = None, f
     return _train("retrain", config, out, force, resume, progress).run.path
 
 
-def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None,
-                 write: bool = True) -> pd.DataFrame:
-    """Every metric of every head of a run's network (best.pt if there is one, else last.pt) on a split, and
-    the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint)."""
+def open_trained(run: str | Path, device: str | None = None) -> tuple[Session, str]:
+    """A run's network with its trained weights (best.pt if there is one, else last.pt), and which file."""
     folder = RunFolder(run).require_existing()
     _, config = load_run_config(folder)
     if device:
@@ -135,6 +140,15 @@ def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = N
     state = folder.load_checkpoint(name)
     require_same_network(state, session.network, folder.checkpoints / name)
     session.network.load_state_dict(state["network"])
+    return session, name
+
+
+def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None,
+                 write: bool = True) -> pd.DataFrame:
+    """Every metric of every head of a run's network (best.pt if there is one, else last.pt) on a split, and
+    the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint)."""
+    session, name = open_trained(run, device)
+    config, folder = session.config, RunFolder(run)
     data = open_dataset(config.data, split, Session.synthetic_spec(config))
     table = evaluate(session.network, session.space, data, session.device, config.batch_size)
     table.insert(0, "split", split)
@@ -142,3 +156,43 @@ def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = N
     if write:
         atomic_write(folder.path / "eval.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+
+def export_run(run: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET,
+               size: tuple[int, int] | None = None, force: bool = False) -> dict:
+    """`nss export`: the run's trained network as ONNX, checked under ONNX Runtime; report in `<out>.json`."""
+    refuse_existing(Path(out), force, "ONNX file")
+    session, _ = open_trained(run, device="cpu")
+    height, width = size or session.config.frame_height_width
+    return export_with_report(session.network, out, height, width, fp16=fp16, opset=opset)
+
+
+def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = False, device: str = "auto",
+                   size: tuple[int, int] = (256, 256), network: str = "auto", iters: int = 100, warmup: int = 10,
+                   out: str | Path | None = None) -> tuple[dict, Path, str | None]:
+    """`nss profile`: TARGET is a run folder, an architecture.json or a space (name or JSON). Returns the report,
+    where it was written (profile.json in the run folder, else in the current directory) and a fallback note."""
+    backend, note = resolve_backend(backend)
+    torch_device = resolve_device("cuda" if backend == "tensorrt" else device)
+    target_path = Path(target)
+    if (target_path / "config.yaml").is_file():  # a run folder: its own network
+        _, config = load_run_config(RunFolder(target_path))
+        architecture = Architecture.load(config.architecture) if config.architecture else \
+            Architecture.full(get_space(config.space))
+        size_name, home = config.network, target_path
+    else:
+        is_architecture = str(target).endswith(".json") and "heads" in read_json(target, NSSError)
+        architecture = Architecture.load(target) if is_architecture else Architecture.full(get_space(str(target)))
+        size_name, home = network, Path(".")
+    if size_name == "auto":
+        size_name = "cpu" if torch_device.type == "cpu" else "paper"
+    divisor = required_divisor(architecture.space.scales)
+    if size[0] % divisor or size[1] % divisor:
+        raise NSSError(f"--size: {size[0]}x{size[1]} must be multiples of {divisor}")
+    torch.manual_seed(0)
+    report = profile_network(build_network(architecture, get_size(size_name)), height=size[0], width=size[1],
+                             backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
+    report["network"] = size_name
+    path = Path(out) if out else home / "profile.json"
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    return report, path, note

@@ -34,28 +34,39 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 def homography_from_offsets(offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) homographies mapping each image corner c_k to c_k + offsets[:, k] (DLT, h33 = 1)."""
-    # Solve in coordinates normalised by the image size (well conditioned), then undo the normalisation.
-    scale = torch.tensor([w, h], device=offsets.device, dtype=offsets.dtype)
-    src = (image_corners(h, w, offsets.device, offsets.dtype) / scale).expand(offsets.shape[0], 4, 2)
-    dst = src + offsets / scale
-    x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]  # (B, 4)
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rows_u = torch.stack((x, y, one, zero, zero, zero, -u * x, -u * y), dim=-1)  # (B, 4, 8)
-    rows_v = torch.stack((zero, zero, zero, x, y, one, -v * x, -v * y), dim=-1)
-    a = torch.cat((rows_u, rows_v), dim=1)  # (B, 8, 8)
-    b = torch.cat((u, v), dim=1).unsqueeze(-1)  # (B, 8, 1)
-    params = torch.linalg.solve(a, b).squeeze(-1)  # (B, 8)
-    normalised = torch.cat((params, torch.ones_like(params[:, :1])), dim=1).view(-1, 3, 3)
-    s = torch.diag(torch.cat((scale, scale.new_ones(1))))
-    return s @ normalised @ torch.linalg.inv(s)
+    """(B, 3, 3) homographies mapping each image corner c_k to c_k + offsets[:, k] (h33 = 1).
+
+    Closed form (Heckbert's square-to-quadrilateral mapping composed with the image-to-unit-square scaling):
+    no linear solve, so it exports to ONNX and TensorRT.
+    """
+    quad = image_corners(h, w, offsets.device, offsets.dtype) + offsets  # (B, 4, 2): TL, TR, BR, BL
+    x0, x1, x2, x3 = quad[..., 0].unbind(-1)
+    y0, y1, y2, y3 = quad[..., 1].unbind(-1)
+    dx1, dx2, dx3 = x1 - x2, x3 - x2, x0 - x1 + x2 - x3
+    dy1, dy2, dy3 = y1 - y2, y3 - y2, y0 - y1 + y2 - y3
+    det = dx1 * dy2 - dx2 * dy1
+    g = (dx3 * dy2 - dx2 * dy3) / det
+    k = (dx1 * dy3 - dx3 * dy1) / det
+    square_to_quad = torch.stack((x1 - x0 + g * x1, x3 - x0 + k * x3, x0,
+                                  y1 - y0 + g * y1, y3 - y0 + k * y3, y0,
+                                  g, k, torch.ones_like(g)), dim=-1).view(-1, 3, 3)
+    image_to_square = torch.diag(torch.tensor([1.0 / w, 1.0 / h, 1.0], device=offsets.device, dtype=offsets.dtype))
+    return square_to_quad @ image_to_square
+
+
+def adjugate3(m: torch.Tensor) -> torch.Tensor:
+    """Adjugate of (…, 3, 3) matrices: the inverse up to scale, which is all a homography needs."""
+    a, b, c, d, e, f, g, h, i = m.flatten(-2).unbind(-1)
+    return torch.stack((e * i - f * h, c * h - b * i, b * f - c * e,
+                        f * g - d * i, a * i - c * g, c * d - a * f,
+                        d * h - e * g, b * g - a * h, a * e - b * d), dim=-1).view(m.shape)
 
 
 def flow_from_homography(hom: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Dense backward flow (B, 2, h, w) of a homography mapping frame t-1 to t: flow(q) = H⁻¹q − q."""
     q = pixel_centres(h, w, hom.device, hom.dtype).reshape(2, -1)  # (2, h·w)
     q_h = torch.cat((q, torch.ones_like(q[:1])))  # (3, h·w)
-    p = torch.linalg.solve(hom, q_h.expand(hom.shape[0], 3, h * w))  # (B, 3, h·w)
+    p = adjugate3(hom) @ q_h  # (B, 3, h·w), H⁻¹q up to scale
     p = p[:, :2] / p[:, 2:]
     return (p - q).view(-1, 2, h, w)
 

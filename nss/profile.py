@@ -1,0 +1,189 @@
+"""Profiling: parameters, FLOPs and latency at batch 1, for the two-frame forward and the streaming per-frame
+cost, on PyTorch (CPU or CUDA, fp32/fp16), ONNX Runtime (CPU) or TensorRT (FP16 engine from the ONNX graph)."""
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from supernet import MostNet
+
+from .errors import NSSError
+from .export import export_onnx, graph_inputs
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def count_parameters(network: MostNet) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def count_flops(network: MostNet, height: int, width: int) -> int:
+    """FLOPs of one two-frame forward at batch 1 (torch.utils.flop_counter: a multiply-add counts 2)."""
+    frames = graph_inputs(network, height, width, streaming=False)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network.eval().cpu()(frames["previous"], frames["current"])
+    return int(counter.get_total_flops())
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {"median": float(np.median(ms)), "mean": float(ms.mean()), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "cv": float(ms.std() / ms.mean())}
+
+
+def _time(run: Callable[[], None], iters: int, warmup: int, sync: Callable[[], None] = lambda: None) -> list[float]:
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def tensorrt_available() -> str | None:
+    """None when TensorRT can run here, else why not (one line)."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt Python package is not installed"
+    return None
+
+
+def resolve_backend(backend: str) -> tuple[str, str | None]:
+    """The backend to use and, for `auto` without TensorRT, the one-line note saying why it fell back."""
+    if backend not in BACKENDS:
+        raise NSSError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    why = tensorrt_available()
+    if backend == "auto":
+        return ("tensorrt", None) if why is None else ("torch", f"TensorRT not used ({why}); profiling with torch")
+    if backend == "tensorrt" and why is not None:
+        raise NSSError(f"--backend tensorrt: unavailable here ({why})")
+    return backend, None
+
+
+# -- backends: each returns (two-frame run, streaming run, sync) ---------------------------------------------
+def _torch_runs(network: MostNet, height: int, width: int, device: torch.device, fp16: bool):
+    dtype = torch.float16 if fp16 else torch.float32
+    net = network.to(device, dtype).eval()
+    frames = {k: v.to(device, dtype) for k, v in graph_inputs(net, height, width, streaming=False).items()}
+    with torch.no_grad():
+        cached = net.encode(frames["previous"])
+
+    @torch.no_grad()
+    def two_frame():
+        net(frames["previous"], frames["current"])
+
+    @torch.no_grad()
+    def streaming():
+        net.decode(net.encode(frames["current"]), cached, frames["current"])
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return two_frame, streaming, sync
+
+
+def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
+    import onnxruntime as ort
+    runs = []
+    for streaming in (False, True):
+        path = folder / f"{'streaming' if streaming else 'two_frame'}.onnx"
+        export_onnx(network, path, height, width, streaming=streaming)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = {k: v.numpy() for k, v in graph_inputs(network, height, width, streaming).items()}
+        runs.append(lambda session=session, feed=feed: session.run(None, feed))
+    return runs[0], runs[1], lambda: None
+
+
+def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
+    """FP16 engines built from the exported ONNX graphs. TensorRT 10 takes the FP16 builder flag; TensorRT 11
+    (strongly typed networks only) takes its precision from the graph, so the graph is exported in FP16 there."""
+    import tensorrt as trt
+    major = int(trt.__version__.split(".")[0])
+    logger = trt.Logger(trt.Logger.WARNING)
+    runs = []
+    for streaming in (False, True):
+        path = folder / f"{'streaming' if streaming else 'two_frame'}.onnx"
+        export_onnx(network, path, height, width, streaming=streaming, fp16=major >= 11)
+        builder = trt.Builder(logger)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major >= 11 else 0
+        graph = builder.create_network(flags)
+        parser = trt.OnnxParser(graph, logger)
+        if not parser.parse(path.read_bytes()):
+            raise NSSError(f"TensorRT could not parse {path.name}: {parser.get_error(0)}")
+        config = builder.create_builder_config()
+        if major < 11:
+            config.set_flag(trt.BuilderFlag.FP16)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(graph, config))
+        context = engine.create_execution_context()
+        inputs = graph_inputs(network, height, width, streaming)
+        buffers = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dtype = torch.float16 if engine.get_tensor_dtype(name) == trt.DataType.HALF else torch.float32
+            shape = tuple(engine.get_tensor_shape(name))
+            tensor = inputs[name].to("cuda", dtype) if name in inputs else torch.empty(shape, dtype=dtype, device="cuda")
+            buffers[name] = tensor
+            context.set_tensor_address(name, tensor.data_ptr())
+        stream = torch.cuda.Stream()
+        runs.append(lambda context=context, stream=stream, keep=buffers: context.execute_async_v3(stream.cuda_stream))
+    return runs[0], runs[1], torch.cuda.synchronize
+
+
+def _cuda_event_times(run: Callable[[], None], iters: int, warmup: int) -> list[float]:
+    """GPU latency measured with CUDA events (what TensorRT timings are reported with)."""
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def profile_network(network: MostNet, *, height: int, width: int, backend: str = "torch", device: str = "cpu",
+                    fp16: bool = False, iters: int = 100, warmup: int = 10) -> dict:
+    """Parameters, FLOPs and latency statistics (milliseconds) of a network at batch 1."""
+    if iters < 1 or warmup < 0:
+        raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    if backend == "onnxruntime" and (fp16 or device != "cpu"):
+        raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
+    report = {"params": count_parameters(network), "flops": count_flops(network, height, width),
+              "architecture_id": network.architecture.id, "heads": list(network.heads)}
+    torch_device = torch.device(device)
+    with tempfile.TemporaryDirectory() as folder:
+        if backend == "torch":
+            two_frame, streaming, sync = _torch_runs(network, height, width, torch_device, fp16)
+        elif backend == "onnxruntime":
+            two_frame, streaming, sync = _onnxruntime_runs(network, height, width, Path(folder))
+        else:
+            two_frame, streaming, sync = _tensorrt_runs(network, height, width, Path(folder))
+            fp16, torch_device = True, torch.device("cuda")
+        if backend == "tensorrt":
+            times = [_cuda_event_times(run, iters, warmup) for run in (two_frame, streaming)]
+        else:
+            times = [_time(run, iters, warmup, sync) for run in (two_frame, streaming)]
+    assert all(len(t) == iters for t in times)  # never a latency from fewer iterations than asked for
+    latency, stream_latency = (latency_stats(t) for t in times)
+    report.update({
+        "backend": backend, "precision": "fp16" if fp16 else "fp32", "device": str(torch_device),
+        "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
+        "input_size": [height, width], "batch_size": 1, "iters": iters, "warmup": warmup,
+        "latency_ms": latency, "fps": 1e3 / latency["median"], "streaming_latency_ms": stream_latency,
+        "streaming_fps": 1e3 / stream_latency["median"], "torch_threads": torch.get_num_threads(),
+    })
+    return report
