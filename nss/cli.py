@@ -7,7 +7,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, get_space, list_sizes, list_spaces
 
-from search_spaces import read_json
+from search_spaces import is_architecture_file
 
 from . import (architecture_table, check_folder, derive, evaluate_run, export_run, pretrain, profile_target,
                resolve_config, retrain, search, write_synthetic)
@@ -125,8 +125,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     if args.target is not None:
         if args.resume:
             raise NSSError(f"{args.target}: a resumed run keeps its architecture; give only --out with --resume")
-        data = read_json(args.target, NSSError) if args.target.endswith(".json") else {}
-        target = {"architecture": args.target} if {"space", "heads"} <= set(data) else {"space": args.target}
+        target = {"architecture" if is_architecture_file(args.target) else "space": args.target}
     elif not args.resume:
         raise NSSError("give the architecture.json to retrain (or a space name for the full network)")
     path = retrain(_run_config(args, **target), out=args.out, force=args.force, resume=args.resume,

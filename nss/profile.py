@@ -105,8 +105,8 @@ def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
 
 
 def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
-    """FP16 engines built from the exported ONNX graphs. TensorRT 10 takes the FP16 builder flag; TensorRT 11
-    (strongly typed networks only) takes its precision from the graph, so the graph is exported in FP16 there."""
+    """FP16 engines built from the exported ONNX graphs. TensorRT 10 takes the FP16 builder flag; TensorRT 11 has
+    removed it (networks are strongly typed) and takes its precision from the graph, exported in FP16 there."""
     import tensorrt as trt
     major = int(trt.__version__.split(".")[0])
     logger = trt.Logger(trt.Logger.WARNING)
@@ -115,8 +115,7 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
         path = folder / f"{'streaming' if streaming else 'two_frame'}.onnx"
         export_onnx(network, path, height, width, streaming=streaming, fp16=major >= 11)
         builder = trt.Builder(logger)
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major >= 11 else 0
-        graph = builder.create_network(flags)
+        graph = builder.create_network()  # explicit batch on 10; on 11 always strongly typed (types from the graph)
         parser = trt.OnnxParser(graph, logger)
         if not parser.parse(path.read_bytes()):
             raise NSSError(f"TensorRT could not parse {path.name}: {parser.get_error(0)}")

@@ -11,7 +11,7 @@ import json
 import pandas as pd
 import torch
 
-from search_spaces import Architecture, get_size, get_space, read_json
+from search_spaces import Architecture, get_size, get_space, is_architecture_file
 from supernet import build_network, required_divisor
 
 from .config import RunConfig, config_from_dict
@@ -23,7 +23,7 @@ from .export import DEFAULT_OPSET, export_with_report
 from .io import atomic_write, atomic_write_text, refuse_existing
 from .profile import profile_network, resolve_backend
 from .runfolder import RunFolder
-from .train import Session, Trainer, require_same_network, resolve_device
+from .train import Session, Trainer, require_same_network, resolve_device, trained_architecture
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
 INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
@@ -177,12 +177,10 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
     target_path = Path(target)
     if (target_path / "config.yaml").is_file():  # a run folder: its own network
         _, config = load_run_config(RunFolder(target_path))
-        architecture = Architecture.load(config.architecture) if config.architecture else \
-            Architecture.full(get_space(config.space))
-        size_name, home = config.network, target_path
+        architecture, size_name, home = trained_architecture(config), config.network, target_path
     else:
-        is_architecture = str(target).endswith(".json") and "heads" in read_json(target, NSSError)
-        architecture = Architecture.load(target) if is_architecture else Architecture.full(get_space(str(target)))
+        architecture = Architecture.load(target) if is_architecture_file(target) else \
+            Architecture.full(get_space(str(target)))
         size_name, home = network, Path(".")
     if size_name == "auto":
         size_name = "cpu" if torch_device.type == "cpu" else "paper"

@@ -36,6 +36,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def trained_architecture(config: RunConfig) -> Architecture:
+    """The network a configuration trains: its architecture (retraining), else its space's supernet."""
+    return Architecture.load(config.architecture) if config.architecture else Architecture.full(get_space(config.space))
+
+
 @dataclass
 class Session:
     """What a run is made of, built once from its configuration."""
@@ -52,12 +57,8 @@ class Session:
     def open(cls, config: RunConfig) -> "Session":
         device = resolve_device(config.device)
         size_name = config.network if config.network != "auto" else ("cpu" if device.type == "cpu" else "paper")
-        if config.architecture:  # a derived network (retraining); its space comes with it
-            architecture = Architecture.load(config.architecture)
-            space = architecture.space
-        else:
-            space = get_space(config.space)
-            architecture = Architecture.full(space)
+        architecture = trained_architecture(config)
+        space = architecture.space
         data = open_dataset(config.data, "train", cls.synthetic_spec(config))
         missing = [t.name for t in space.tasks if t.kind not in data.kinds]
         if missing:

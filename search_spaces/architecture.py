@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .space import SearchSpace, SpaceError, load_json_as
+from .space import SearchSpace, SpaceError, load_json_as, read_json
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,8 @@ class Architecture:
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
         return load_json_as(path, cls.from_dict)
+
+
+def is_architecture_file(path: str | Path) -> bool:
+    """Whether `path` is an architecture.json (rather than a space's JSON or a preset name)."""
+    return str(path).endswith(".json") and Path(path).is_file() and {"space", "heads"} <= set(read_json(path))

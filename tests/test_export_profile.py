@@ -108,3 +108,25 @@ def test_torch_fp16_profile_on_the_gpu():
     network = build_network(get_space("most_net_plus"), TINY)
     report = profile_network(network, height=64, width=64, backend="torch", device="cuda", fp16=True, iters=20)
     assert report["precision"] == "fp16" and report["latency_ms"]["median"] > 0
+
+
+def test_bad_targets_get_one_line_errors(tmp_path, capsys):
+    def fails(argv, message):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+
+    fails(["evaluate", str(tmp_path / "nowhere")], "not a run folder")
+    fails(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.onnx")], "not a run folder")
+    fails(["profile", str(tmp_path / "missing.json")], "missing.json: file not found")
+    fails(["profile", "no_such_space"], "unknown space 'no_such_space'")
+    heads_of_another_space = "restoration@3,segmentation@3,flow@3"
+    fails(["derive", "--space", "most_net_pp", "--heads", heads_of_another_space, "--out", str(tmp_path / "a.json")],
+          "does not have")
+    # a run whose checkpoint was trained for another architecture than the one it now names
+    space = get_space("most_net_plus")
+    nss.save_architecture(tmp_path / "arch.json", Architecture(space, space.fixed))
+    run = nss.retrain(tiny_config(architecture=str(tmp_path / "arch.json"), retrain_steps=2, val_every=2),
+                      out=tmp_path / "run", progress=False)
+    nss.save_architecture(run / "architecture.json", Architecture(space, space.fixed + ("flow@2",)))
+    fails(["evaluate", str(run)], "checkpoint was made for another network")
