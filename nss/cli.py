@@ -135,11 +135,14 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    table = evaluate_run(args.run, args.split, device=args.device)
+    table = evaluate_run(args.run, args.split, device=args.device, reference=args.reference)
     print(f"{args.run} on {args.split} ({table['checkpoint'].iloc[0]}), written to {Path(args.run) / 'eval.csv'}")
-    for task, rows in table.groupby("task", sort=False):
+    overall = table[table["task"] == "all"]
+    for task, rows in table[table["task"] != "all"].groupby("task", sort=False):
         grid = rows.pivot_table(index="head", columns="metric", values="value", sort=False)
         print(f"\n{task}\n{grid.to_string(float_format=lambda v: f'{v:.4f}')}")
+    if len(overall):
+        print(f"\nΔ_MTL against {args.reference}: {overall['value'].iloc[0]:+.2f}% (finest head of every task)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -242,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (its best.pt, else last.pt)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--device", help="override the run's device")
+    p.add_argument("--reference", metavar="RUN", help="also report Δ_MTL against this evaluated run (its eval.csv)")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="a run's network as ONNX, checked against PyTorch under ONNX Runtime")

@@ -18,9 +18,10 @@ from .config import RunConfig, config_from_dict
 from .data import open_dataset
 from .derive import architecture_table, derive_architecture, save_architecture
 from .errors import NSSError
-from .evaluate import evaluate
+from .evaluate import evaluate, finest_per_task
 from .export import DEFAULT_OPSET, export_with_report
 from .io import atomic_write, atomic_write_text, refuse_existing
+from .metrics import delta_mtl
 from .profile import profile_network, resolve_backend
 from .runfolder import RunFolder
 from .train import Session, Trainer, require_same_network, resolve_device, trained_architecture
@@ -143,16 +144,35 @@ def open_trained(run: str | Path, device: str | None = None) -> tuple[Session, s
     return session, name
 
 
-def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None,
-                 write: bool = True) -> pd.DataFrame:
+def delta_mtl_against(table: pd.DataFrame, reference: str | Path, tasks) -> float:
+    """Δ_MTL (%) of an evaluation table against the `eval.csv` of a reference run on the same split."""
+    path = Path(reference) / "eval.csv"
+    split = table["split"].iloc[0]
+    try:
+        ref = pd.read_csv(path)
+    except FileNotFoundError:
+        raise NSSError(f"{path}: file not found (run `nss evaluate {reference} --split {split}` first)") from None
+    ref = ref[ref["split"] == split]
+    try:
+        return delta_mtl(finest_per_task(table), finest_per_task(ref), tasks)
+    except KeyError as err:
+        raise NSSError(f"{path}: no {split} metrics for {err} to compare with") from None
+
+
+def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None, write: bool = True,
+                 reference: str | Path | None = None) -> pd.DataFrame:
     """Every metric of every head of a run's network (best.pt if there is one, else last.pt) on a split, and
-    the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint)."""
+    the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint). With a
+    `reference` run, a last row (head "all", metric "delta_mtl") holds Δ_MTL against its eval.csv."""
     session, name = open_trained(run, device)
     config, folder = session.config, RunFolder(run)
     data = open_dataset(config.data, split, Session.synthetic_spec(config))
     table = evaluate(session.network, session.space, data, session.device, config.batch_size)
     table.insert(0, "split", split)
     table.insert(1, "checkpoint", name)
+    if reference is not None:
+        score = delta_mtl_against(table, reference, session.space.tasks)
+        table.loc[len(table)] = [split, name, "network", "all", "all", float("nan"), "delta_mtl", score]
     if write:
         atomic_write(folder.path / "eval.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table

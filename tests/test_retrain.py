@@ -144,3 +144,28 @@ def test_retrain_and_evaluate_from_the_command_line(tmp_path, capsys):
     assert {"split", "checkpoint", "model", "head", "task", "scale", "metric", "value"} <= set(table)
     assert set(table[table.model == "network"]["head"]) == set(_one_head_per_task().heads)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["balancing"] == "atb"
+
+
+def test_delta_mtl_against_a_reference_run(tmp_path, capsys):
+    space = get_space("most_net_plus")
+    nss.save_architecture(tmp_path / "arch.json", Architecture(space, space.fixed))
+    for name, steps in (("short", 1), ("long", 6)):
+        nss.retrain(tiny_config(architecture=str(tmp_path / "arch.json"), retrain_steps=steps, val_every=steps),
+                    out=tmp_path / name, progress=False)
+    reference = nss.evaluate_run(tmp_path / "short", "val")
+    assert main(["evaluate", str(tmp_path / "long"), "--split", "val", "--reference", str(tmp_path / "short")]) == 0
+    assert "Δ_MTL against" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "long" / "eval.csv")
+    score = table[table.metric == "delta_mtl"].value.item()
+    ours = table[(table.model == "network") & (table.metric != "delta_mtl")]
+    theirs = reference[reference.model == "network"]
+    by_hand = []
+    for task in space.tasks:  # every head is the coarsest here, one per task
+        changes = []
+        for metric in task.metrics:
+            a = ours[(ours.task == task.name) & (ours.metric == metric.name)].value.item()
+            b = theirs[(theirs.task == task.name) & (theirs.metric == metric.name)].value.item()
+            changes.append((a - b) / abs(b) * (1 if metric.direction == "higher" else -1))
+        by_hand.append(np.mean(changes))
+    assert score == pytest.approx(100 * np.mean(by_hand), rel=1e-6)
+    assert main(["evaluate", str(tmp_path / "long"), "--reference", str(tmp_path / "nowhere")]) == 1
