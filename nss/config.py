@@ -55,6 +55,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 10
+    conflicts_every: int = 20  # steps between gradient-conflict measurements (0: off)
     checkpoint_every: int = 50
     from_run: str | None = None  # start the search from this pretrained run
 
@@ -79,7 +80,7 @@ class RunConfig:
                 raise bad(name, "must be >= 1")
         if self.frames < 2:
             raise bad("frames", "a clip needs at least 2 frames")
-        for name in ("pretrain_steps", "workers"):
+        for name in ("pretrain_steps", "workers", "conflicts_every"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.balancing not in list_balancers():

@@ -41,7 +41,7 @@ class Table:
 
 
 class RunFolder:
-    TABLES = ("metrics", "gates", "deltas", "validation")
+    TABLES = ("metrics", "gates", "deltas", "validation", "conflicts")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -20,6 +20,7 @@ class StepResult:
     weights: dict[str, torch.Tensor]  # λ_i of this step
     full: dict[str, torch.Tensor]  # every output at full resolution
     deltas: dict[str, torch.Tensor]  # Δ per non-coarsest head
+    extra: torch.Tensor | None = None  # the part of `loss` that belongs to no task (sparsity, UW regulariser)
     head_losses: dict[str, torch.Tensor] | None = None  # per head, where the loss is made of them
     alphas: dict[str, torch.Tensor] | None = None
     sparsity: torch.Tensor | None = None
@@ -34,8 +35,10 @@ def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer:
     per_head = head_losses(space, full, batch)
     per_task = {t.name: sum(v for h, v in per_head.items() if parse_head(h)[0] == t.name) for t in space.tasks}
     weights = balancer.weights(per_task)
-    loss = sum(weights[name] * value for name, value in per_task.items()) + balancer.regularizer()
-    return StepResult(loss, per_task, weights, full, refinements(space, full), head_losses=per_head)
+    regularizer = balancer.regularizer()
+    loss = sum(weights[name] * value for name, value in per_task.items()) + regularizer
+    extra = regularizer if torch.is_tensor(regularizer) else None
+    return StepResult(loss, per_task, weights, full, refinements(space, full), extra=extra, head_losses=per_head)
 
 
 def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict, *, tau: float, hard: bool,
@@ -49,7 +52,7 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     penalty = sparsity_penalty(alphas, sparsity_kind)
     weights = {t.name: torch.tensor(t.weight) for t in space.tasks}
     loss = sum(weights[name] * value for name, value in losses.items()) + sparsity * penalty
-    return StepResult(loss, losses, weights, full, deltas, alphas=alphas, sparsity=penalty)
+    return StepResult(loss, losses, weights, full, deltas, extra=sparsity * penalty, alphas=alphas, sparsity=penalty)
 
 
 def batch_to(batch: dict, device: torch.device) -> dict:

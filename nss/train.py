@@ -17,6 +17,7 @@ from supernet import MostNet, build_network, required_divisor
 
 from .balancing import Balancer, make as make_balancer
 from .config import RunConfig
+from .conflicts import backward_per_task, conflict_rows
 from .data import SyntheticSpec, open_dataset
 from .data.augment import augment
 from .errors import DataError, NonFiniteLossError, NSSError
@@ -219,7 +220,10 @@ class Trainer:
             self._require_finite(phase, step, result)
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
+            if c.conflicts_every and step % c.conflicts_every == 0:
+                self._backward_measuring_conflicts(phase, step, result, balancer)
+            else:
+                result.loss.backward()
             for optimizer in optimizers.values():
                 optimizer.step()
             for scheduler in schedulers.values():
@@ -236,6 +240,17 @@ class Trainer:
             if step % c.checkpoint_every == 0 or step == total:
                 self._save(phase, step, elapsed, optimizers, schedulers, balancer)
         bar.close()
+
+    def _backward_measuring_conflicts(self, phase: str, step: int, result: StepResult, balancer: Balancer) -> None:
+        """The update's gradients, one task at a time; their pairwise cosines go to conflicts.csv."""
+        s = self.session
+        terms = {task: result.weights[task] * value for task, value in result.task_losses.items()}
+        named = (list(s.network.named_parameters()) + [(f"gates.{n}", p) for n, p in s.gates.named_parameters()]
+                 + [(f"balancer.{n}", p) for n, p in balancer.named_parameters()])
+        per_task = backward_per_task(terms, result.extra, named)
+        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        network_names = {n for n, _ in s.network.named_parameters()}
+        self.run.tables["conflicts"].extend([dict(key, **row) for row in conflict_rows(per_task, network_names)])
 
     def _require_finite(self, phase: str, step: int, result: StepResult) -> None:
         values = dict(result.head_losses or result.task_losses)
