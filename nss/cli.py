@@ -166,6 +166,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
     print(f"written to {path}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from analysis import build_report  # analysis reads run folders through nss; only this command needs it
+    missing = [r for r in args.runs if not (Path(r) / "config.yaml").is_file()]
+    if missing:
+        raise NSSError(f"{missing[0]}: not a run folder (no config.yaml)")
+    out = build_report(args.runs, args.out, force=args.force)
+    print(f"wrote {out / 'report.md'}")
+
+
 def cmd_spaces(args: argparse.Namespace) -> None:
     if args.action == "show":
         if not args.name:
@@ -269,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
     p.add_argument("--out", metavar="FILE.json", help="default: profile.json in the run folder, else here")
     p.set_defaults(func=cmd_profile)
+
+    p = commands.add_parser("report", help="figures, tables and report.md for a set of run folders")
+    p.add_argument("runs", nargs="+", help="run folders (searches, retrainings, …)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
+    p.set_defaults(func=cmd_report)
 
     p = commands.add_parser("derive", help="architecture.json from a search run's gates or from a list of heads",
                             description="Derive an architecture: from a search RUN (gates ≥ --threshold kept) or "

@@ -1,0 +1,162 @@
+"""Tidy pandas tables read from run folders: one row per observation, a `run` column naming the run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import yaml
+
+from nss.evaluate import finest_per_task
+from nss.metrics import delta_mtl
+from search_spaces import Architecture, SearchSpace, parse_head
+
+Runs = Iterable[str | Path]
+
+
+def run_config(run: str | Path) -> dict:
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
+    return yaml.safe_load(path.read_text())
+
+
+def run_label(run: str | Path) -> str:
+    """A short name for legends: the folder name."""
+    return Path(run).name
+
+
+def _read(runs: Runs, name: str) -> pd.DataFrame:
+    """One CSV of every run that has it, with a leading `run` column; empty when none has it."""
+    frames = []
+    for run in runs:
+        path = Path(run) / name
+        if path.is_file():
+            frame = pd.read_csv(path)
+            frame.insert(0, "run", run_label(run))
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _as_list(runs: Runs | str | Path) -> list:
+    return [runs] if isinstance(runs, (str, Path)) else list(runs)
+
+
+# -- gradient conflicts ------------------------------------------------------------------------------------------
+def conflict_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """conflicts.csv of the runs, with `conflict` = cosine < 0 (Yu et al. 2020)."""
+    table = _read(_as_list(runs), "conflicts.csv")
+    if len(table):
+        table["conflict"] = table["cosine"] < 0
+    return table
+
+
+def conflict_rates(runs: Runs | str | Path) -> pd.DataFrame:
+    """Per run, phase and epoch: % of measured updates with at least one conflicting task pair over all shared
+    parameters (dissertation Fig. 6.8), and how many updates were measured."""
+    table = conflict_table(runs)
+    if not len(table):
+        return pd.DataFrame(columns=["run", "phase", "epoch", "conflict_pct", "updates"])
+    per_update = table[table["group"] == "all"].groupby(["run", "phase", "epoch", "step"], sort=False)["conflict"].any()
+    grouped = per_update.groupby(["run", "phase", "epoch"], sort=False)
+    return pd.DataFrame({"conflict_pct": 100 * grouped.mean(), "updates": grouped.size()}).reset_index()
+
+
+def pair_conflict_rates(runs: Runs | str | Path) -> pd.DataFrame:
+    """Per run, phase and task pair: % of measured updates in which that pair conflicts (all shared parameters)."""
+    table = conflict_table(runs)
+    if not len(table):
+        return pd.DataFrame(columns=["run", "phase", "pair", "conflict_pct"])
+    table = table[table["group"] == "all"].assign(pair=lambda t: t["task_a"] + " – " + t["task_b"])
+    rates = 100 * table.groupby(["run", "phase", "pair"], sort=False)["conflict"].mean()
+    return rates.rename("conflict_pct").reset_index()
+
+
+def group_conflict_rates(runs: Runs | str | Path) -> pd.DataFrame:
+    """Per run, phase and module group: % of (update, task pair) cosines below zero: which scale or module
+    carries the conflicts."""
+    table = conflict_table(runs)
+    if not len(table):
+        return pd.DataFrame(columns=["run", "phase", "group", "conflict_pct"])
+    table = table[table["group"] != "all"]
+    rates = 100 * table.groupby(["run", "phase", "group"], sort=False)["conflict"].mean()
+    rates = rates.rename("conflict_pct").reset_index()
+    order = {"encoder": 0, "alignment": 1, "decoder": 2}  # then heads; coarse to fine within each
+    key = rates["group"].map(lambda g: (order.get(g.split("@")[0], 3), g))
+    return rates.iloc[key.argsort(kind="stable")].reset_index(drop=True)
+
+
+# -- gates and architectures -------------------------------------------------------------------------------------
+def gate_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """gates.csv (on-probability and logit per head and step) joined with deltas.csv (mean |Δ|)."""
+    runs = _as_list(runs)
+    gates, deltas = _read(runs, "gates.csv"), _read(runs, "deltas.csv")
+    if not len(gates):
+        return pd.DataFrame(columns=["run", "phase", "step", "head", "prob", "delta"])
+    deltas = deltas.rename(columns={"value": "delta"})[["run", "phase", "step", "head", "delta"]]
+    return gates.merge(deltas, on=["run", "phase", "step", "head"], how="left")
+
+
+def architecture_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """Per search run and head: τ, kept, on-probability (fixed heads have none) from architecture.json."""
+    rows = []
+    for run in _as_list(runs):
+        path = Path(run) / "architecture.json"
+        if run_config(run).get("command") != "search" or not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        arch = Architecture.from_dict(data)
+        for head in arch.space.heads:
+            task, scale = parse_head(head)
+            rows.append({"run": run_label(run), "tau": data.get("tau"), "head": head, "task": task, "scale": scale,
+                         "kept": head in arch.heads, "fixed": head in arch.space.fixed,
+                         "prob": data.get("gates", {}).get(head)})
+    return pd.DataFrame(rows, columns=["run", "tau", "head", "task", "scale", "kept", "fixed", "prob"])
+
+
+# -- evaluation, training curves, cost ---------------------------------------------------------------------------
+def scale_gain_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """Every metric of every head at every scale (eval.csv), with `network`: supernet or derived."""
+    runs = _as_list(runs)
+    table = _read(runs, "eval.csv")
+    if not len(table):
+        return pd.DataFrame(columns=["run", "network", "task", "scale", "metric", "value"])
+    kinds = {run_label(r): ("derived" if run_config(r).get("command") == "retrain" and
+                            len(Architecture.load(Path(r) / "architecture.json").dropped) else "supernet")
+             for r in runs}
+    table = table[(table["model"] == "network") & (table["task"] != "all")].copy()
+    table.insert(1, "network", table["run"].map(kinds))
+    return table
+
+
+def validation_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """validation.csv of retraining runs with their task balancing: the curves of Fig. 6.9."""
+    runs = _as_list(runs)
+    table = _read(runs, "validation.csv")
+    if len(table):
+        balancing = {run_label(r): run_config(r).get("balancing") for r in runs}
+        table.insert(1, "balancing", table["run"].map(balancing))
+    return table
+
+
+def pareto_table(runs: Runs | str | Path) -> pd.DataFrame:
+    """Per run with profile.json and eval.csv: median latency, parameters, FLOPs and Δ_MTL (%) of each task's
+    finest head against the trivial predictor; `pareto` marks runs no other run beats on both latency and Δ_MTL."""
+    rows = []
+    for run in _as_list(runs):
+        profile_path, eval_path = Path(run) / "profile.json", Path(run) / "eval.csv"
+        if not (profile_path.is_file() and eval_path.is_file()):
+            continue
+        profile, table = json.loads(profile_path.read_text()), pd.read_csv(eval_path)
+        table = table[table["task"] != "all"]
+        space = SearchSpace.load(Path(run) / "space.json")
+        score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), space.tasks)
+        rows.append({"run": run_label(run), "latency_ms": profile["latency_ms"]["median"],
+                     "backend": profile["backend"], "device": profile["device"], "params": profile["params"],
+                     "flops": profile["flops"], "delta_mtl": score})
+    table = pd.DataFrame(rows, columns=["run", "latency_ms", "backend", "device", "params", "flops", "delta_mtl"])
+    table["pareto"] = [not ((table["latency_ms"] <= r.latency_ms) & (table["delta_mtl"] >= r.delta_mtl)
+                            & ((table["latency_ms"] < r.latency_ms) | (table["delta_mtl"] > r.delta_mtl))).any()
+                       for r in table.itertuples()]
+    return table
