@@ -25,10 +25,15 @@ def plot_conflicts(runs: Runs) -> Figure:
     """% of measured updates with a gradient conflict per epoch (Fig. 6.8), per task pair and per module group."""
     fig = Figure(figsize=(15, 4.5), layout="constrained")
     ax_epoch, ax_pair, ax_group = fig.subplots(1, 3)
-    for (run, phase), part in conflict_rates(runs).groupby(["run", "phase"], sort=False):
-        ax_epoch.plot(part["epoch"], part["conflict_pct"], marker="o", label=f"{run} ({phase})")
-    ax_epoch.set(xlabel="epoch", ylabel="updates with a conflict (%)", title="Conflicting updates per epoch",
-                 ylim=(0, 100))
+    rates = conflict_rates(runs)
+    # a moving average over enough epochs to hold ~10 measured updates (a few per epoch at the default K)
+    window = max(1, int(np.ceil(10 / max(rates["updates"].median(), 1)))) if len(rates) else 1
+    for (run, phase), part in rates.groupby(["run", "phase"], sort=False):
+        conflicted = (part["conflict_pct"] * part["updates"]).rolling(window, min_periods=1).sum()
+        smoothed = conflicted / part["updates"].rolling(window, min_periods=1).sum()
+        ax_epoch.plot(part["epoch"], smoothed, marker=".", label=f"{run} ({phase})")
+    title = "Conflicting updates per epoch" + (f" ({window}-epoch moving average)" if window > 1 else "")
+    ax_epoch.set(xlabel="epoch", ylabel="updates with a conflict (%)", title=title, ylim=(0, 100))
     ax_epoch.legend(fontsize=8)
     pairs = pair_conflict_rates(runs).assign(series=lambda t: t["run"] + " (" + t["phase"] + ")")
     _bars(ax_pair, pairs, "pair", "series", "conflict_pct")
@@ -41,21 +46,26 @@ def plot_conflicts(runs: Runs) -> Figure:
 
 
 def plot_gate_convergence(runs: Runs) -> Figure:
-    """On-probability and mean |Δ| of every searchable head over the search: mean across runs, min–max band
-    (Fig. 6.7)."""
+    """On-probability and mean |Δ| of every searchable head over the search, one row per temperature τ: mean
+    across the runs at that τ with a min–max band (Fig. 6.7)."""
     table = gate_table(runs)
     table = table[table["phase"] == "search"]
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    ax_prob, ax_delta = fig.subplots(1, 2)
-    for head, part in table.groupby("head", sort=False):
-        for ax, column in ((ax_prob, "prob"), (ax_delta, "delta")):
-            stats = part.groupby("step")[column].agg(["mean", "min", "max"])
-            line, = ax.plot(stats.index, stats["mean"], label=head)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
-    ax_prob.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax_prob.set(xlabel="search step", ylabel="gate on-probability", title="Gates", ylim=(0, 1))
-    ax_delta.set(xlabel="search step", ylabel="mean |Δ| (output units)", title="Refinements Δ")
-    ax_prob.legend(fontsize=8, ncol=2)
+    taus = sorted(table["tau"].unique())
+    fig = Figure(figsize=(12, 3.8 * len(taus)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(taus), 2))
+    for (ax_prob, ax_delta), tau in zip(axes, taus):
+        at_tau = table[table["tau"] == tau]
+        for head, part in at_tau.groupby("head", sort=False):
+            for ax, column in ((ax_prob, "prob"), (ax_delta, "delta")):
+                stats = part.groupby("step")[column].agg(["mean", "min", "max"])
+                line, = ax.plot(stats.index, stats["mean"], label=head)
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+        runs_at_tau = at_tau["run"].nunique()
+        ax_prob.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax_prob.set(xlabel="search step", ylabel="gate on-probability", ylim=(0, 1),
+                    title=f"Gates, τ = {tau:g} ({runs_at_tau} run{'s' if runs_at_tau > 1 else ''})")
+        ax_delta.set(xlabel="search step", ylabel="mean |Δ| (output units)", title=f"Refinements Δ, τ = {tau:g}")
+        ax_prob.legend(fontsize=8, ncol=2)
     return fig
 
 
@@ -111,7 +121,7 @@ def plot_scale_gains(runs: Runs) -> Figure:
             series=lambda t: t["run"] + " (" + t["network"] + ")", scale=lambda t: "scale " + t["scale"].astype(str))
         _bars(ax, part.sort_values("scale"), "scale", "series", "value")
         ax.set(title=name, ylabel=metric)
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 

@@ -32,8 +32,11 @@ SECTIONS: dict[str, tuple[Callable[[Runs], Figure], Callable[[Runs], pd.DataFram
     "pareto": (figures.plot_pareto, tables.pareto_table,
                "Median batch-1 latency against the multi-task score Δ_MTL; the red line is the Pareto front."),
 }
-CONFIG_KEYS = ("command", "space", "architecture", "network", "tau", "sparsity", "balancing", "pretrain_steps",
-               "search_steps", "retrain_steps", "seed", "data", "frame_size")
+# What the runs table shows of each run's config.yaml: common settings, then those of its command.
+COMMON_KEYS = ("command", "network", "data", "frame_size", "seed")
+COMMAND_KEYS = {"search": ("tau", "sparsity", "sparsity_kind", "pretrain_steps", "search_steps", "from_run"),
+                "pretrain": ("pretrain_steps",),
+                "retrain": ("architecture", "balancing", "retrain_steps", "augment")}
 
 
 def build_report(runs: Runs, out: str | Path, force: bool = False) -> Path:
@@ -42,11 +45,14 @@ def build_report(runs: Runs, out: str | Path, force: bool = False) -> Path:
     for run in runs:
         run_config(run)  # a clear error for anything that is not a run folder
     with staged_directory(out, force, "report folder") as folder:
-        lines = ["# NSS report", "", "## Runs", "", "| run | " + " | ".join(CONFIG_KEYS) + " |",
-                 "|---" * (len(CONFIG_KEYS) + 1) + "|"]
+        lines = ["# NSS report", "", "## Runs", "", "| run | " + " | ".join(COMMON_KEYS) + " | settings |",
+                 "|---" * (len(COMMON_KEYS) + 2) + "|"]
         for run in runs:
             config = run_config(run)
-            lines.append(f"| {run_label(run)} | " + " | ".join(str(config.get(k, "")) for k in CONFIG_KEYS) + " |")
+            settings = ", ".join(f"{k}={config[k]}" for k in COMMAND_KEYS.get(config.get("command"), ())
+                                 if config.get(k) is not None)
+            lines.append(f"| {run_label(run)} | " + " | ".join(str(config.get(k, "")) for k in COMMON_KEYS)
+                         + f" | {settings} |")
         lines.append("")
         for name, (plot, table_of, sentence) in SECTIONS.items():
             table = table_of(runs)
