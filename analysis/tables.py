@@ -8,6 +8,7 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from nss.errors import NSSError
 from nss.evaluate import finest_per_task
 from nss.metrics import delta_mtl
 from search_spaces import Architecture, SearchSpace, parse_head
@@ -18,7 +19,7 @@ Runs = Iterable[str | Path]
 def run_config(run: str | Path) -> dict:
     path = Path(run) / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{run}: not a run folder (no config.yaml)")
+        raise NSSError(f"{run}: not a run folder (no config.yaml)")
     return yaml.safe_load(path.read_text())
 
 

@@ -5,18 +5,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from search_spaces import SpaceError, get_space, list_sizes, list_spaces
-
-from search_spaces import is_architecture_file
+from search_spaces import SpaceError, get_space, is_architecture_file, list_sizes, list_spaces
 
 from . import (architecture_table, check_folder, derive, evaluate_run, export_run, pretrain, profile_target,
                resolve_config, retrain, search, write_synthetic)
-from .export import DEFAULT_OPSET
-from .profile import BACKENDS
 from .balancing import list_balancers
-from .config import FIELDS, RunConfig
+from .config import FIELDS, RunConfig, parse_frame_size
 from .data import SyntheticSpec
 from .errors import NSSError
+from .export import DEFAULT_OPSET
+from .profile import BACKENDS
+from .runs import INHERITED
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -26,7 +25,8 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-# Run options: (flags, help). Types and defaults come from RunConfig; "search only" options are left out of pretrain.
+# Run options: RunConfig field → (flag, help). Types and defaults come from RunConfig; OPTIONS_OF says which
+# command offers which.
 RUN_OPTIONS = {
     "space": ("--space", f"search space: a preset ({', '.join(list_spaces())}) or a JSON file"),
     "network": ("--network", f"network width/depth preset: auto, {', '.join(list_sizes())} (auto: cpu on a CPU, "
@@ -53,6 +53,7 @@ RUN_OPTIONS = {
     "device": ("--device", "auto, cpu, cuda or cuda:N"),
     "log_every": ("--log-every", "steps between rows of metrics.csv, gates.csv and deltas.csv"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints/last.pt"),
+    "conflicts_every": ("--conflicts-every", "steps between gradient-conflict measurements, conflicts.csv (0: off)"),
     "from_run": ("--from", "start the search from this pretrained run folder (skips pretraining)"),
     "retrain_steps": ("--steps", "retraining steps"),
     "retrain_epochs": ("--epochs", "retraining length in epochs (replaces --steps)"),
@@ -61,7 +62,7 @@ RUN_OPTIONS = {
     "val_every": ("--val-every", "steps between validations (best.pt keeps the best multi-task score)"),
 }
 TRAINING = ["network", "data", "frame_size", "clips", "frames", "batch_size", "workers", "lr", "lr_min", "seed",
-            "device", "log_every", "checkpoint_every"]
+            "device", "log_every", "checkpoint_every", "conflicts_every"]
 OPTIONS_OF = {
     "pretrain": ["space", "pretrain_steps", "pretrain_epochs"] + TRAINING,
     "search": ["space", "pretrain_steps", "pretrain_epochs", "search_steps", "search_epochs", "tau", "hard",
@@ -85,8 +86,8 @@ def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
             continue
         kind = {"int": int, "float": float}.get(FIELDS[name].type.split(" |")[0], str)
         shown = "" if default is None else f" (default: {default})"
-        parser.add_argument(flag, dest=name, type=kind, metavar="RUN" if name == "from_run" else flag.lstrip("-").split("-")[-1].upper(),
-                            help=text + shown)
+        metavar = "RUN" if name == "from_run" else flag.lstrip("-").split("-")[-1].upper()
+        parser.add_argument(flag, dest=name, type=kind, metavar=metavar, help=text + shown)
 
 
 def _run_config(args: argparse.Namespace, **fixed) -> RunConfig | None:
@@ -97,7 +98,7 @@ def _run_config(args: argparse.Namespace, **fixed) -> RunConfig | None:
             raise NSSError(f"{flags}: a resumed run keeps its saved configuration; give only --out with --resume")
         return None
     if given.get("from_run"):
-        clash = [RUN_OPTIONS[n][0] for n in ("space", "network", "data", "frame_size", "clips", "frames") if n in given]
+        clash = [RUN_OPTIONS[n][0] for n in INHERITED if n in given]
         if clash:
             raise NSSError(f"{', '.join(clash)}: taken from the pretrained run given with --from; leave out")
     return resolve_config(args.config, **given, **fixed)
@@ -167,10 +168,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from analysis import build_report  # analysis reads run folders through nss; only this command needs it
-    missing = [r for r in args.runs if not (Path(r) / "config.yaml").is_file()]
-    if missing:
-        raise NSSError(f"{missing[0]}: not a run folder (no config.yaml)")
+    from analysis import build_report  # matplotlib and the analysis tables: only this command needs them
     out = build_report(args.runs, args.out, force=args.force)
     print(f"wrote {out / 'report.md'}")
 
@@ -202,12 +200,9 @@ def cmd_derive(args: argparse.Namespace) -> None:
 
 def _frame_size(text: str) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 64x64, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"sides must be positive, got {text!r}")
-    return h, w
+        return parse_frame_size(text)
+    except NSSError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:

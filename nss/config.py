@@ -104,18 +104,26 @@ class RunConfig:
     @property
     def frame_height_width(self) -> tuple[int, int]:
         try:
-            h, w = (int(v) for v in self.frame_size.lower().split("x"))
-        except ValueError:
-            raise NSSError(f"--frame-size: expected HxW such as 64x64, got {self.frame_size!r}") from None
-        if h < 1 or w < 1:
-            raise NSSError(f"--frame-size: sides must be positive, got {self.frame_size!r}")
-        return h, w
+            return parse_frame_size(self.frame_size)
+        except NSSError as err:
+            raise NSSError(f"--frame-size: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """"HxW" → (H, W), positive integers."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise NSSError(f"expected HxW such as 64x64, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise NSSError(f"sides must be positive, got {text!r}")
+    return h, w
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -80,9 +80,13 @@ def test_search_from_a_pretrained_run_equals_the_search_of_a_whole_run(tmp_path)
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("tau: 2.0\nsearch-steps: 3\nsparsity_kind: l1\n")
-    assert main(["search", "--config", str(config), "--tau", "3", "--out", str(tmp_path / "run")] + TINY_FLAGS) == 0
+    assert main(["search", "--config", str(config), "--tau", "3", "--out", str(tmp_path / "run")] + TINY_FLAGS
+                + ["--conflicts-every", "1"]) == 0
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["tau"], saved["search_steps"], saved["sparsity_kind"]) == (3.0, 2, "l1")
+    conflicts = pd.read_csv(tmp_path / "run" / "conflicts.csv")  # every step of both phases measured
+    assert sorted(set(zip(conflicts.phase, conflicts.step))) == [("pretrain", 1), ("pretrain", 2), ("search", 1),
+                                                                 ("search", 2)]
     out = capsys.readouterr().out
     assert f"run folder: {tmp_path / 'run'}" in out and "scale 1" in out and "kept (fixed)" in out
 
