@@ -122,7 +122,6 @@ class Trainer:
         self.config = session.config
         self.best_score = -math.inf
         self._validation_data: Dataset | None = None
-        self._reference: dict | None = None  # the trivial predictor's validation metrics
 
     # -- per phase: optimisers and task weights ------------------------------------------------------------
     def _prepare(self, phase: str) -> tuple[dict, dict, Balancer]:
