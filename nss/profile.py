@@ -38,16 +38,24 @@ def latency_stats(seconds: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(ms, 99)), "cv": float(ms.std() / ms.mean())}
 
 
-def _time(run: Callable[[], None], iters: int, warmup: int, sync: Callable[[], None] = lambda: None) -> list[float]:
+def _time(run: Callable[[], None], iters: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds per call: CUDA events on a GPU (every backend enqueues on the current stream), the wall clock
+    elsewhere."""
     for _ in range(warmup):
         run()
-    sync()
     times = []
     for _ in range(iters):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -72,7 +80,7 @@ def resolve_backend(backend: str) -> tuple[str, str | None]:
     return backend, None
 
 
-# -- backends: each returns (two-frame run, streaming run, sync) ---------------------------------------------
+# -- backends: each returns (two-frame run, streaming run) -----------------------------------------------------
 def _torch_runs(network: MostNet, height: int, width: int, device: torch.device, fp16: bool):
     dtype = torch.float16 if fp16 else torch.float32
     net = network.to(device, dtype).eval()
@@ -88,8 +96,7 @@ def _torch_runs(network: MostNet, height: int, width: int, device: torch.device,
     def streaming():
         net.decode(net.encode(frames["current"]), cached, frames["current"])
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return two_frame, streaming, sync
+    return two_frame, streaming
 
 
 def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
@@ -101,7 +108,7 @@ def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {k: v.numpy() for k, v in graph_inputs(network, height, width, streaming).items()}
         runs.append(lambda session=session, feed=feed: session.run(None, feed))
-    return runs[0], runs[1], lambda: None
+    return runs[0], runs[1]
 
 
 def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
@@ -133,25 +140,10 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
             tensor = inputs[name].to("cuda", dtype) if name in inputs else torch.empty(shape, dtype=dtype, device="cuda")
             buffers[name] = tensor
             context.set_tensor_address(name, tensor.data_ptr())
-        stream = torch.cuda.Stream()
-        runs.append(lambda context=context, stream=stream, keep=buffers: context.execute_async_v3(stream.cuda_stream))
-    return runs[0], runs[1], torch.cuda.synchronize
-
-
-def _cuda_event_times(run: Callable[[], None], iters: int, warmup: int) -> list[float]:
-    """GPU latency measured with CUDA events (what TensorRT timings are reported with)."""
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
+        # on the current stream, where the timing events are recorded
+        runs.append(lambda context=context, keep=buffers:
+                    context.execute_async_v3(torch.cuda.current_stream().cuda_stream))
+    return runs[0], runs[1]
 
 
 def profile_network(network: MostNet, *, height: int, width: int, backend: str = "torch", device: str = "cpu",
@@ -166,17 +158,13 @@ def profile_network(network: MostNet, *, height: int, width: int, backend: str =
     torch_device = torch.device(device)
     with tempfile.TemporaryDirectory() as folder:
         if backend == "torch":
-            two_frame, streaming, sync = _torch_runs(network, height, width, torch_device, fp16)
+            two_frame, streaming = _torch_runs(network, height, width, torch_device, fp16)
         elif backend == "onnxruntime":
-            two_frame, streaming, sync = _onnxruntime_runs(network, height, width, Path(folder))
+            two_frame, streaming = _onnxruntime_runs(network, height, width, Path(folder))
         else:
-            two_frame, streaming, sync = _tensorrt_runs(network, height, width, Path(folder))
+            two_frame, streaming = _tensorrt_runs(network, height, width, Path(folder))
             fp16, torch_device = True, torch.device("cuda")
-        if backend == "tensorrt":
-            times = [_cuda_event_times(run, iters, warmup) for run in (two_frame, streaming)]
-        else:
-            times = [_time(run, iters, warmup, sync) for run in (two_frame, streaming)]
-    assert all(len(t) == iters for t in times)  # never a latency from fewer iterations than asked for
+        times = [_time(run, iters, warmup, torch_device) for run in (two_frame, streaming)]
     latency, stream_latency = (latency_stats(t) for t in times)
     report.update({
         "backend": backend, "precision": "fp16" if fp16 else "fp32", "device": str(torch_device),

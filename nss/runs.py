@@ -24,7 +24,8 @@ from .io import atomic_write, atomic_write_text, refuse_existing
 from .metrics import delta_mtl
 from .profile import profile_network, resolve_backend
 from .runfolder import RunFolder
-from .train import Session, Trainer, require_same_network, resolve_device, trained_architecture
+from .train import (Session, Trainer, require_same_network, resolve_device, resolve_network_size,
+                    trained_architecture)
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
 INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
@@ -202,8 +203,7 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
         architecture = Architecture.load(target) if is_architecture_file(target) else \
             Architecture.full(get_space(str(target)))
         size_name, home = network, Path(".")
-    if size_name == "auto":
-        size_name = "cpu" if torch_device.type == "cpu" else "paper"
+    size_name = resolve_network_size(size_name, torch_device)
     divisor = required_divisor(architecture.space.scales)
     if size[0] % divisor or size[1] % divisor:
         raise NSSError(f"--size: {size[0]}x{size[1]} must be multiples of {divisor}")

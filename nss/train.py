@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from search_spaces import Architecture, NetworkSize, SearchSpace, get_size, get_space
+from search_spaces import Architecture, SearchSpace, get_size, get_space
 from supernet import MostNet, build_network, required_divisor
 
 from .balancing import Balancer, make as make_balancer
@@ -37,6 +37,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_network_size(name: str, device: torch.device) -> str:
+    """A width/depth preset name; "auto" is the CPU-sized network on a CPU and the paper's on a GPU."""
+    return name if name != "auto" else ("cpu" if device.type == "cpu" else "paper")
+
+
 def trained_architecture(config: RunConfig) -> Architecture:
     """The network a configuration trains: its architecture (retraining), else its space's supernet."""
     return Architecture.load(config.architecture) if config.architecture else Architecture.full(get_space(config.space))
@@ -48,7 +53,6 @@ class Session:
 
     config: RunConfig
     space: SearchSpace
-    size: NetworkSize
     device: torch.device
     data: Dataset
     network: MostNet
@@ -57,7 +61,7 @@ class Session:
     @classmethod
     def open(cls, config: RunConfig) -> "Session":
         device = resolve_device(config.device)
-        size_name = config.network if config.network != "auto" else ("cpu" if device.type == "cpu" else "paper")
+        size_name = resolve_network_size(config.network, device)
         architecture = trained_architecture(config)
         space = architecture.space
         data = open_dataset(config.data, "train", cls.synthetic_spec(config))
@@ -82,7 +86,7 @@ class Session:
                          pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, per_epoch),
                          search_steps=_steps(config.search_steps, config.search_epochs, per_epoch),
                          retrain_steps=_steps(config.retrain_steps, config.retrain_epochs, per_epoch))
-        return cls(config, space, get_size(size_name), device, data, network, gates)
+        return cls(config, space, device, data, network, gates)
 
     @staticmethod
     def synthetic_spec(config: RunConfig) -> SyntheticSpec:
@@ -247,7 +251,7 @@ class Trainer:
         named = (list(s.network.named_parameters()) + [(f"gates.{n}", p) for n, p in s.gates.named_parameters()]
                  + [(f"balancer.{n}", p) for n, p in balancer.named_parameters()])
         per_task = backward_per_task(terms, result.extra, named)
-        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        key = self._row_key(phase, step)
         network_names = {n for n, _ in s.network.named_parameters()}
         self.run.tables["conflicts"].extend([dict(key, **row) for row in conflict_rows(per_task, network_names)])
 
@@ -262,6 +266,10 @@ class Trainer:
                     f"{phase} step {step}: the loss of {name} is {value.item()}; stopped. The last good checkpoint "
                     f"({self.run.checkpoints / 'last.pt'}, {phase} step {self.last_saved}) is left as it was")
 
+    def _row_key(self, phase: str, step: int) -> dict:
+        """The columns every logged row starts with."""
+        return {"phase": phase, "epoch": (step - 1) // self.session.steps_per_epoch, "step": step}
+
     # -- validation ----------------------------------------------------------------------------------------
     def _validate(self, phase: str, step: int) -> None:
         """Metrics on the validation split; best.pt keeps the weights with the best multi-task score Δ_MTL
@@ -271,7 +279,7 @@ class Trainer:
             self._validation_data = open_dataset(c.data, "val", Session.synthetic_spec(c))
         table = evaluate(s.network, s.space, self._validation_data, s.device, c.batch_size)
         score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), s.space.tasks)
-        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        key = self._row_key(phase, step)
         rows = table[table["model"] == "network"]
         self.run.tables["validation"].extend(
             [dict(key, head=r.head, metric=r.metric, value=r.value) for r in rows.itertuples()]
@@ -284,7 +292,7 @@ class Trainer:
     # -- logs ----------------------------------------------------------------------------------------------
     def _log(self, phase: str, step: int, elapsed: float, result: StepResult, batch: dict, optimizers: dict) -> None:
         s = self.session
-        key = {"phase": phase, "epoch": (step - 1) // s.steps_per_epoch, "step": step}
+        key = self._row_key(phase, step)
         row = dict(key, loss=result.loss.item())
         row.update({f"loss/{name}": v.item() for name, v in result.task_losses.items()})
         per_head = result.head_losses
