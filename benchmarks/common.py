@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +11,7 @@ from torch.utils.data import default_collate
 
 from nss.data import SyntheticDataset, SyntheticSpec
 from nss.gates import Gates
+from nss.profile import time_interleaved
 from nss.steps import batch_to
 from nss.train import resolve_device
 from search_spaces import SearchSpace, get_size, get_space
@@ -56,20 +56,5 @@ def set_up(args: argparse.Namespace) -> Setup:
 
 def median_ms(steps: dict[str, Callable[[], None]], iters: int, device: torch.device) -> dict[str, float]:
     """Median milliseconds of each step, the steps interleaved so that machine noise hits all alike."""
-    def timed(step: Callable[[], None]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for _ in range(5):  # warm-up
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
-            times[name].append(timed(step))
+    times = time_interleaved(steps, iters, warmup=5, device=device)
     return {name: 1e3 * statistics.median(values) for name, values in times.items()}

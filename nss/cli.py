@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from . import (architecture_table, check_folder, derive, evaluate_run, export_ru
                resolve_config, retrain, search, write_synthetic)
 from .balancing import list_balancers
 from .config import FIELDS, RunConfig, parse_frame_size
+from .costs import head_share_table, paper_network_table
 from .data import SyntheticSpec
 from .errors import NSSError
 from .export import DEFAULT_OPSET
@@ -179,10 +181,32 @@ def cmd_spaces(args: argparse.Namespace) -> None:
             raise NSSError("nss spaces show: give a space name or JSON file")
         print(get_space(args.name).to_json())
         return
+    if args.action == "costs":
+        print_costs([args.name] if args.name else list_spaces(), args.size)
+        return
     for name in list_spaces():
         space = get_space(name)
         tasks = ", ".join(t.name for t in space.tasks)
         print(f"{name:16s} {tasks} × {space.scales} scales; {len(space.searchable)} searchable heads")
+
+
+def print_costs(spaces: list[str], size: tuple[int, int]) -> None:
+    """`nss spaces costs`: the paper networks' parameter counts, then every component's share per preset."""
+    papers = paper_network_table()
+    papers["ours"] = (papers["params"] / 1e6).map("{:.2f} M".format)
+    papers["paper"] = (papers["paper_params"] / 1e6).map("{:.1f} M".format)
+    papers["deviation"] = papers["deviation_pct"].map("{:+.1f}%".format)
+    print("The paper network (--network paper) against the parameter counts the papers report:\n")
+    print(papers[["network", "space", "heads", "ours", "paper", "deviation", "source"]].to_string(index=False))
+    for name in spaces:
+        shares = head_share_table(name, *size)
+        grid = shares.pivot_table(index="component", columns="size", values=["params_pct", "flops_pct"], sort=False)
+        grid = grid.reindex(columns=[(v, s) for s in dict.fromkeys(shares["size"]) for v in ("params_pct", "flops_pct")])
+        grid.columns = [f"{s} {'params' if v == 'params_pct' else 'FLOPs'}" for v, s in grid.columns]
+        totals = shares.groupby("size", sort=False)[["params", "flops"]].sum()
+        print(f"\n{name}: share of the supernet's parameters and FLOPs (%, two-frame forward at {size[0]}x{size[1]}); "
+              + "; ".join(f"{s} {r.params / 1e6:.2f} M, {r.flops / 1e9:.2f} GFLOPs" for s, r in totals.iterrows()))
+        print(grid.loc[list(dict.fromkeys(shares["component"]))].to_string(float_format=lambda v: f"{v:.1f}"))
 
 
 def cmd_derive(args: argparse.Namespace) -> None:
@@ -291,9 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_derive)
 
-    p = commands.add_parser("spaces", help="list search-space presets, or show one as JSON")
-    p.add_argument("action", nargs="?", choices=("list", "show"), default="list")
-    p.add_argument("name", nargs="?", help="preset name or JSON file (with show)")
+    p = commands.add_parser("spaces", help="list search-space presets, show one as JSON, or what their parts cost",
+                            description="list: the presets; show NAME: a space as JSON; costs [NAME]: the paper "
+                                        "networks' parameter counts against the papers', and every component's "
+                                        "share of parameters and FLOPs on each size preset.")
+    p.add_argument("action", nargs="?", choices=("list", "show", "costs"), default="list")
+    p.add_argument("name", nargs="?", help="preset name or JSON file (show; costs: default every preset)")
+    p.add_argument("--size", type=_frame_size, default=(64, 64), metavar="HxW",
+                   help="input size for the FLOPs shares (costs; default 64x64)")
     p.set_defaults(func=cmd_spaces)
 
     data = commands.add_parser("data", help="synthetic data and data-folder checks").add_subparsers(
@@ -320,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NSSError, SpaceError) as err:
         print(f"nss: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("nss: interrupted (a run folder can be continued with --out DIR --resume)", file=sys.stderr)
         return 130

@@ -9,10 +9,14 @@ import torch.nn.functional as F
 from search_spaces import TaskSpec
 
 
+PSNR_CAP = 100.0  # dB: identical images (MSE 0) score this instead of infinity, so means and Δ_MTL stay finite
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over images of 10·log10(1 / MSE); images (B, C, H, W) in [0, 1] (data range 1)."""
+    """Mean over images of 10·log10(1 / MSE), each capped at PSNR_CAP; images (B, C, H, W) in [0, 1] (data
+    range 1)."""
     mse = ((pred - target) ** 2).flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse)).mean()
+    return (10 * torch.log10(1.0 / mse)).clamp_max(PSNR_CAP).mean()
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
@@ -66,16 +70,24 @@ def mace(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(pred - target, dim=-1).mean()
 
 
+# The smallest reference a relative change is taken against: a reference of exactly 0 (the zero-flow EPE of a
+# static scene, the IoU of an empty prediction) would make every change infinite. One hundredth of the metric's
+# unit (pixels for EPE and MACE, the [0, 1] range for IoU and SSIM, dB for PSNR) is below any difference worth
+# reporting, so the floor only decides those degenerate cases.
+REFERENCE_FLOOR = 0.01
+
+
 def delta_mtl(values: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
               tasks: Sequence[TaskSpec]) -> float:
     """Multi-task score in %: mean over tasks of the mean signed relative change of their metrics against a
-    reference run, positive when better (Maninis et al. 2019)."""
+    reference run, positive when better (Maninis et al. 2019). Changes are relative to max(|reference|,
+    REFERENCE_FLOOR)."""
     per_task = []
     for task in tasks:
         changes = []
         for metric in task.metrics:
             ref = reference[task.name][metric.name]
             sign = 1.0 if metric.direction == "higher" else -1.0
-            changes.append(sign * (values[task.name][metric.name] - ref) / abs(ref))
+            changes.append(sign * (values[task.name][metric.name] - ref) / max(abs(ref), REFERENCE_FLOOR))
         per_task.append(sum(changes) / len(changes))
     return 100.0 * sum(per_task) / len(per_task)

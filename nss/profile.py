@@ -2,6 +2,7 @@
 cost, on PyTorch (CPU or CUDA, fp32/fp16), ONNX Runtime (CPU) or TensorRT (FP16 engine from the ONNX graph)."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import tempfile
 import time
@@ -10,26 +11,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from supernet import MostNet
 
+from .costs import count_flops, count_parameters
 from .errors import NSSError
 from .export import export_onnx, graph_inputs
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-
-
-def count_parameters(network: MostNet) -> int:
-    return sum(p.numel() for p in network.parameters())
-
-
-def count_flops(network: MostNet, height: int, width: int) -> int:
-    """FLOPs of one two-frame forward at batch 1 (torch.utils.flop_counter: a multiply-add counts 2)."""
-    frames = graph_inputs(network, height, width, streaming=False)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        network.eval().cpu()(frames["previous"], frames["current"])
-    return int(counter.get_total_flops())
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
@@ -38,24 +27,27 @@ def latency_stats(seconds: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(ms, 99)), "cv": float(ms.std() / ms.mean())}
 
 
-def _time(run: Callable[[], None], iters: int, warmup: int, device: torch.device) -> list[float]:
-    """Seconds per call: CUDA events on a GPU (every backend enqueues on the current stream), the wall clock
-    elsewhere."""
+def time_interleaved(runs: dict[str, Callable[[], object]], iters: int, warmup: int,
+                     device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each run, the runs taking turns so that drift and noise hit them alike. CUDA events on
+    a GPU (every backend enqueues on the current stream), the wall clock elsewhere."""
     for _ in range(warmup):
-        run()
-    times = []
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
+        for name, run in runs.items():
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end) / 1e3)
+            else:
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -83,7 +75,7 @@ def resolve_backend(backend: str) -> tuple[str, str | None]:
 # -- backends: each returns (two-frame run, streaming run) -----------------------------------------------------
 def _torch_runs(network: MostNet, height: int, width: int, device: torch.device, fp16: bool):
     dtype = torch.float16 if fp16 else torch.float32
-    net = network.to(device, dtype).eval()
+    net = copy.deepcopy(network).to(device, dtype).eval()  # the caller's network stays where and what it was
     frames = {k: v.to(device, dtype) for k, v in graph_inputs(net, height, width, streaming=False).items()}
     with torch.no_grad():
         cached = net.encode(frames["previous"])
@@ -146,6 +138,17 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
     return runs[0], runs[1]
 
 
+def backend_runs(network: MostNet, height: int, width: int, backend: str, device: torch.device, fp16: bool,
+                 folder: Path) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The two-frame forward and the streaming per-frame step of `network` at batch 1 on a backend, as callables
+    (ONNX graphs and TensorRT engines are written to `folder`, which must outlive the callables)."""
+    if backend == "torch":
+        return _torch_runs(network, height, width, device, fp16)
+    if backend == "onnxruntime":
+        return _onnxruntime_runs(network, height, width, folder)
+    return _tensorrt_runs(network, height, width, folder)
+
+
 def profile_network(network: MostNet, *, height: int, width: int, backend: str = "torch", device: str = "cpu",
                     fp16: bool = False, iters: int = 100, warmup: int = 10) -> dict:
     """Parameters, FLOPs and latency statistics (milliseconds) of a network at batch 1."""
@@ -155,17 +158,12 @@ def profile_network(network: MostNet, *, height: int, width: int, backend: str =
         raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
     report = {"params": count_parameters(network), "flops": count_flops(network, height, width),
               "architecture_id": network.architecture.id, "heads": list(network.heads)}
-    torch_device = torch.device(device)
+    torch_device = torch.device("cuda") if backend == "tensorrt" else torch.device(device)
+    fp16 = fp16 or backend == "tensorrt"
     with tempfile.TemporaryDirectory() as folder:
-        if backend == "torch":
-            two_frame, streaming = _torch_runs(network, height, width, torch_device, fp16)
-        elif backend == "onnxruntime":
-            two_frame, streaming = _onnxruntime_runs(network, height, width, Path(folder))
-        else:
-            two_frame, streaming = _tensorrt_runs(network, height, width, Path(folder))
-            fp16, torch_device = True, torch.device("cuda")
-        times = [_time(run, iters, warmup, torch_device) for run in (two_frame, streaming)]
-    latency, stream_latency = (latency_stats(t) for t in times)
+        two_frame, streaming = backend_runs(network, height, width, backend, torch_device, fp16, Path(folder))
+        times = time_interleaved({"two_frame": two_frame, "streaming": streaming}, iters, warmup, torch_device)
+    latency, stream_latency = latency_stats(times["two_frame"]), latency_stats(times["streaming"])
     report.update({
         "backend": backend, "precision": "fp16" if fp16 else "fp32", "device": str(torch_device),
         "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",

@@ -47,18 +47,26 @@ def get_space(name_or_path: str | Path) -> SearchSpace:
 
 @dataclass(frozen=True)
 class NetworkSize:
-    """Width and depth of the MOST network. Channels at scale s are width·2^(s-1)."""
+    """The paper network (MOST-NET+ / MOST-NET++, `supernet.paper`) with every width divided by `divisor`.
+
+    Only widths are divided, never the structure (depths, layer counts, strides), so every preset keeps the
+    paper network's proportions: each head's share of parameters and FLOPs, and therefore what pruning saves.
+    """
 
     name: str
-    width: int
-    encoder_blocks: int  # residual blocks per encoder scale
-    decoder_blocks: int  # residual blocks per decoder scale
+    divisor: int  # every channel count of the paper network is divided by this
+    encoder_blocks: int = 5  # residual blocks per encoder scale (the papers' five)
+    decoder_blocks: int = 2  # residual blocks per decoder scale (the papers' two)
+
+    def channels(self, paper: int) -> int:
+        """A width of the paper network, divided for this preset (at least 1)."""
+        return max(1, paper // self.divisor)
 
 
 _SIZES = {
-    "tiny": NetworkSize("tiny", width=4, encoder_blocks=1, decoder_blocks=1),   # tests
-    "cpu": NetworkSize("cpu", width=8, encoder_blocks=2, decoder_blocks=2),     # quick runs on a laptop CPU
-    "paper": NetworkSize("paper", width=32, encoder_blocks=5, decoder_blocks=2),  # MOST-NET+ (32/64/128)
+    "tiny": NetworkSize("tiny", divisor=16),   # tests
+    "cpu": NetworkSize("cpu", divisor=8),      # quick runs on a 2-core CPU
+    "paper": NetworkSize("paper", divisor=1),  # MOST-NET+ / MOST-NET++ (32/64/128 channels)
 }
 
 

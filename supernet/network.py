@@ -11,7 +11,8 @@ from .alignment import Alignment
 from .decoder import DecoderStage
 from .encoder import Encoder
 from .geometry import motion_to_flow, rescale_output
-from .heads import make_head
+from .heads import DenseHead, FlowHead, HomographyHead
+from .paper import DENSE_HIDDEN, HOMOGRAPHY_DROPOUT, flow_widths, homography_blocks, scale_channels
 
 
 class MostNet(nn.Module):
@@ -29,7 +30,9 @@ class MostNet(nn.Module):
         self.kinds = {t.name: t.kind for t in space.tasks}
         self.motion_task = space.motion_task.name if space.motion_task else None
         self.finest = min(parse_head(h)[1] for h in architecture.heads)
-        channels = [size.width * 2 ** s for s in range(self.scales)]
+        # the motion task last at every scale: the homography head reads that scale's mask and restored output
+        self.task_order = sorted(self.kinds, key=lambda t: t == self.motion_task)
+        channels = [size.channels(scale_channels(s)) for s in range(1, self.scales + 1)]
         decoded = range(self.scales, self.finest - 1, -1)  # coarse to fine
 
         self.encoder = Encoder(channels, size.encoder_blocks, [s for s in decoded if s < self.scales])
@@ -37,12 +40,20 @@ class MostNet(nn.Module):
         self.decoder = nn.ModuleDict({
             str(s): DecoderStage(channels[s - 1], channels[s] if s < self.scales else None, size.decoder_blocks)
             for s in decoded})
-        heads = {}
-        for head in architecture.heads:
-            task, scale = parse_head(head)
-            refines = any(head_name(task, c) in architecture.heads for c in range(scale + 1, self.scales + 1))
-            heads[head] = make_head(self.kinds[task], channels[scale - 1], refines)
-        self.heads = nn.ModuleDict(heads)
+        self.heads = nn.ModuleDict({head: self._make_head(head, channels, size) for head in architecture.heads})
+
+    def _make_head(self, head: str, channels: list[int], size: NetworkSize) -> nn.Module:
+        """The head of `task@scale` with the paper network's widths divided for `size`."""
+        task, scale = parse_head(head)
+        kind, c = self.kinds[task], channels[scale - 1]
+        refines = any(head_name(task, s) in self.architecture.heads for s in range(scale + 1, self.scales + 1))
+        if kind == "flow":
+            return FlowHead(c, tuple(size.channels(w) for w in flow_widths(scale, self.scales)), refines)
+        if kind == "homography":
+            peers = set(self.kinds.values())
+            return HomographyHead(c, tuple(size.channels(w) for w in homography_blocks(scale)), refines,
+                                  gated="mask" in peers, restored="image" in peers, dropout=HOMOGRAPHY_DROPOUT)
+        return DenseHead(kind, c, size.channels(round(DENSE_HIDDEN * scale_channels(scale))), refines)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss can reach: encoder, alignment and decoder backbones."""
@@ -67,17 +78,21 @@ class MostNet(nn.Module):
                 coarse_scale, motion = latest[self.motion_task]
                 flow = motion_to_flow(self.kinds[self.motion_task], motion, 2 ** (coarse_scale - s), h, w)
             g = self.decoder[str(s)](self.alignment[str(s)](current[s - 1], previous[s - 1], flow), g)
-            for task, kind in self.kinds.items():
+            for task in self.task_order:
                 head = head_name(task, s)
                 if head not in self.heads:
                     continue
-                coarser = None
-                if task in latest:
-                    coarse_scale, out = latest[task]
-                    coarser = rescale_output(kind, out, 2 ** (coarse_scale - s))
-                outputs[head] = self.heads[head](g, coarser, images[s - 1])
+                peers = {self.kinds[t]: self._at_scale(latest, t, s) for t in latest if t != task} \
+                    if task == self.motion_task else {}
+                coarser = self._at_scale(latest, task, s) if task in latest else None
+                outputs[head] = self.heads[head](g, coarser, images[s - 1], peers)
                 latest[task] = (s, outputs[head])
         return outputs
+
+    def _at_scale(self, latest: dict[str, tuple[int, torch.Tensor]], task: str, scale: int) -> torch.Tensor:
+        """`task`'s finest output so far (at `scale` or coarser) brought to `scale`."""
+        coarse_scale, out = latest[task]
+        return rescale_output(self.kinds[task], out, 2 ** (coarse_scale - scale))
 
     def forward(self, previous: torch.Tensor, current: torch.Tensor) -> dict[str, torch.Tensor]:
         """previous, current: degraded frames (B, 3, H, W) in [0, 1]; H and W divisible by 4·2^(S-1)."""

@@ -64,3 +64,16 @@ def test_delta_mtl_signs_by_metric_direction():
     # restoration: (+10% + 0%) / 2 = +5%; flow: EPE halved = +50%; mean +27.5%
     assert delta_mtl(values, reference, tasks) == pytest.approx(27.5)
     assert delta_mtl(reference, reference, tasks) == 0.0
+
+
+def test_delta_mtl_is_finite_against_a_zero_reference():
+    tasks = [TASKS["segmentation"], TASKS["flow"]]
+    reference = {"segmentation": {"iou": 0.0}, "flow": {"epe": 0.0}}  # an empty mask, a static scene
+    values = {"segmentation": {"iou": 0.5}, "flow": {"epe": 0.02}}
+    # +0.5 / 0.01 and −0.02 / 0.01, as fractions, averaged over the two tasks
+    assert delta_mtl(values, reference, tasks) == pytest.approx(100 * (50 - 2) / 2)
+
+
+def test_psnr_of_identical_images_is_capped():
+    image = torch.rand(2, 3, 8, 8)
+    assert psnr(image, image).item() == 100.0

@@ -165,7 +165,7 @@ def test_delta_mtl_against_a_reference_run(tmp_path, capsys):
         for metric in task.metrics:
             a = ours[(ours.task == task.name) & (ours.metric == metric.name)].value.item()
             b = theirs[(theirs.task == task.name) & (theirs.metric == metric.name)].value.item()
-            changes.append((a - b) / abs(b) * (1 if metric.direction == "higher" else -1))
+            changes.append((a - b) / max(abs(b), 0.01) * (1 if metric.direction == "higher" else -1))
         by_hand.append(np.mean(changes))
     assert score == pytest.approx(100 * np.mean(by_hand), rel=1e-6)
     assert main(["evaluate", str(tmp_path / "long"), "--reference", str(tmp_path / "nowhere")]) == 1
