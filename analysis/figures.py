@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from search_spaces import Architecture, head_name
 
-from .tables import (Runs, architecture_table, conflict_rates, gate_table, group_conflict_rates,
+from .tables import (Runs, architecture_table, run_config, run_label, conflict_rates, gate_table, group_conflict_rates,
                      pair_conflict_rates, pareto_table, scale_gain_table, validation_table)
 
 
@@ -47,7 +47,10 @@ def plot_conflicts(runs: Runs) -> Figure:
 
 def plot_gate_convergence(runs: Runs) -> Figure:
     """On-probability and mean |Δ| of every searchable head over the search, one row per temperature τ: mean
-    across the runs at that τ with a min–max band (Fig. 6.7)."""
+    across the runs at that τ (seeds, other settings) with a min–max band (Fig. 6.7); the grey band is where a
+    gate ending there is undecided (the threshold ± the margin)."""
+    runs = list(runs)
+    decision = {run_label(r): (run_config(r).get("threshold", 0.5), run_config(r).get("margin", 0.15)) for r in runs}
     table = gate_table(runs)
     table = table[table["phase"] == "search"]
     taus = sorted(table["tau"].unique())
@@ -61,7 +64,9 @@ def plot_gate_convergence(runs: Runs) -> Figure:
                 line, = ax.plot(stats.index, stats["mean"], label=head)
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
         runs_at_tau = at_tau["run"].nunique()
-        ax_prob.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        threshold, margin = decision[at_tau["run"].iloc[0]]
+        ax_prob.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        ax_prob.axhspan(threshold - margin, threshold + margin, color="grey", alpha=0.12, linewidth=0)
         ax_prob.set(xlabel="search step", ylabel="gate on-probability", ylim=(0, 1),
                     title=f"Gates, τ = {tau:g} ({runs_at_tau} run{'s' if runs_at_tau > 1 else ''})")
         ax_delta.set(xlabel="search step", ylabel="mean |Δ| (output units)", title=f"Refinements Δ, τ = {tau:g}")
@@ -147,18 +152,25 @@ def plot_training_curves(runs: Runs) -> Figure:
     return fig
 
 
+def draw_latency_plane(ax, table, names: str, annotate: str = "all", label: str = "runs") -> None:
+    """Points (latency_ms, delta_mtl) of a table with a boolean `pareto` column; the front joined in red; the
+    points named from column `names` (every point, or only the front's)."""
+    ax.scatter(table["latency_ms"], table["delta_mtl"], color="grey", label=label)
+    front = table[table["pareto"]].sort_values("latency_ms")
+    ax.plot(front["latency_ms"], front["delta_mtl"], color="tab:red", marker="o", label="Pareto front")
+    for row in (table if annotate == "all" else front).itertuples():
+        ax.annotate(getattr(row, names), (row.latency_ms, row.delta_mtl), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.legend(fontsize=8)
+
+
 def plot_pareto(runs: Runs) -> Figure:
     """Latency (profile.json) against Δ_MTL (eval.csv) of every run; the Pareto front highlighted."""
     table = pareto_table(runs)
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    ax.scatter(table["latency_ms"], table["delta_mtl"], color="grey", label="runs")
-    front = table[table["pareto"]].sort_values("latency_ms")
-    ax.plot(front["latency_ms"], front["delta_mtl"], color="tab:red", marker="o", label="Pareto front")
-    for row in table.itertuples():
-        ax.annotate(row.run, (row.latency_ms, row.delta_mtl), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    draw_latency_plane(ax, table, "run")
     backends = ", ".join(sorted(set(table["backend"] + " " + table["device"])))
     ax.set(xlabel=f"median latency, batch 1 (ms; {backends})", ylabel="Δ_MTL vs trivial predictor (%)",
            title="Quality against latency")
-    ax.legend(fontsize=8)
     return fig

@@ -10,6 +10,7 @@ import yaml
 
 from nss.errors import NSSError
 from nss.evaluate import finest_per_task
+from nss.metrics import pareto_mask
 from nss.metrics import delta_mtl
 from search_spaces import Architecture, SearchSpace, parse_head
 
@@ -24,8 +25,10 @@ def run_config(run: str | Path) -> dict:
 
 
 def run_label(run: str | Path) -> str:
-    """A short name for legends: the folder name."""
-    return Path(run).name
+    """A short name for legends: the folder name, with its trial's name for a run inside a trial folder
+    (t003-search)."""
+    path = Path(run)
+    return f"{path.parent.name}-{path.name}" if path.parent.parent.name == "trials" else path.name
 
 
 def _read(runs: Runs, name: str) -> pd.DataFrame:
@@ -157,7 +160,5 @@ def pareto_table(runs: Runs | str | Path) -> pd.DataFrame:
                      "backend": profile["backend"], "device": profile["device"], "params": profile["params"],
                      "flops": profile["flops"], "delta_mtl": score})
     table = pd.DataFrame(rows, columns=["run", "latency_ms", "backend", "device", "params", "flops", "delta_mtl"])
-    table["pareto"] = [not ((table["latency_ms"] <= r.latency_ms) & (table["delta_mtl"] >= r.delta_mtl)
-                            & ((table["latency_ms"] < r.latency_ms) | (table["delta_mtl"] > r.delta_mtl))).any()
-                       for r in table.itertuples()]
+    table["pareto"] = pareto_mask(table["latency_ms"], table["delta_mtl"])
     return table

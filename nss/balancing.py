@@ -74,7 +74,8 @@ class DynamicWeightAverage(Balancer):
         self.count.zero_()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self.history = torch.empty_like(state_dict[prefix + "history"])  # its length changes during training
+        # its length changes during training; it lives where the running sums live (a checkpoint loads on the CPU)
+        self.history = self.running.new_empty(state_dict[prefix + "history"].shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

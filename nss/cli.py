@@ -2,22 +2,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from search_spaces import SpaceError, get_space, is_architecture_file, list_sizes, list_spaces
+from supernet import required_divisor
 
 from . import (architecture_table, check_folder, derive, evaluate_run, export_run, pretrain, profile_target,
                resolve_config, retrain, search, write_synthetic)
 from .balancing import list_balancers
-from .config import FIELDS, RunConfig, parse_frame_size
+from .config import FIELDS, OPTIONS_OF, RETRAIN_ONLY, RunConfig, parse_frame_size
 from .costs import head_share_table, paper_network_table
 from .data import SyntheticSpec
+from .data.importer import import_data
 from .errors import NSSError
 from .export import DEFAULT_OPSET
+from .groundtruth import groundtruth
+from .predict import predict
 from .profile import BACKENDS
+from .rank import rank
 from .runs import INHERITED
+from .sweep import PRETRAIN_MODES, SWEEPABLE, sweep
+from .trials import Resources
+from .tune import OBJECTIVES, STUDY_NAME, TUNABLE, load_params, tune
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -31,7 +40,7 @@ class OneLineErrors(argparse.ArgumentParser):
 # command offers which.
 RUN_OPTIONS = {
     "space": ("--space", f"search space: a preset ({', '.join(list_spaces())}) or a JSON file"),
-    "network": ("--network", f"network width/depth preset: auto, {', '.join(list_sizes())} (auto: cpu on a CPU, "
+    "network": ("--network", f"network size preset: auto, {', '.join(list_sizes())} (auto: cpu on a CPU, "
                              "paper on a GPU)"),
     "data": ("--data", "'synthetic' (generated on the fly) or a data folder (see `nss data check`)"),
     "frame_size": ("--frame-size", "synthetic frame size HxW"),
@@ -48,6 +57,14 @@ RUN_OPTIONS = {
     "sparsity": ("--sparsity", "weight μ of the sparsity penalty"),
     "sparsity_kind": ("--sparsity-kind", "sparsity penalty: log (Σ log α) or l1 (Σ α)"),
     "threshold": ("--threshold", "keep a head when its gate's on-probability is at least this"),
+    "margin": ("--margin", "report a gate ending within this of the threshold as undecided"),
+    "relaxation": ("--relaxation", "gate relaxation: gumbel (NSS), softmax (DARTS), gdas, concrete (SNAS), "
+                                   "dirichlet (DrNAS)"),
+    "bilevel": ("--bilevel", "alternate α steps on validation batches with θ steps on training batches (first-order "
+                             "DARTS) instead of one step on both"),
+    "latency_table": ("--latency-table", "per-head cost table (nss profile SPACE --per-head) for the latency terms"),
+    "latency_weight": ("--latency-weight", "weight β of β·E[lat]/lat_full in the objective"),
+    "latency_target": ("--latency-target", "pull the expected latency towards this many ms, not above (TF-NAS)"),
     "lr": ("--lr", "weight learning rate (default: 1e-4 for the paper network, 1e-3 for the small ones)"),
     "lr_min": ("--lr-min", "final weight learning rate of the cosine schedule"),
     "gate_lr": ("--gate-lr", "gate-logit learning rate"),
@@ -63,14 +80,9 @@ RUN_OPTIONS = {
     "augment": ("--no-augment", "no flips or colour jitter"),
     "val_every": ("--val-every", "steps between validations (best.pt keeps the best multi-task score)"),
 }
-TRAINING = ["network", "data", "frame_size", "clips", "frames", "batch_size", "workers", "lr", "lr_min", "seed",
-            "device", "log_every", "checkpoint_every", "conflicts_every"]
-OPTIONS_OF = {
-    "pretrain": ["space", "pretrain_steps", "pretrain_epochs"] + TRAINING,
-    "search": ["space", "pretrain_steps", "pretrain_epochs", "search_steps", "search_epochs", "tau", "hard",
-               "sparsity", "sparsity_kind", "threshold", "gate_lr", "from_run"] + TRAINING,
-    "retrain": ["retrain_steps", "retrain_epochs", "balancing", "augment", "val_every"] + TRAINING,
-}
+# What a ground-truth retraining takes: the retraining options, without the data-loading processes (--workers
+# means concurrent trials there).
+GROUNDTRUTH_OPTIONS = tuple(o for o in OPTIONS_OF["retrain"] if o != "workers")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -79,9 +91,16 @@ def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_options(parser, OPTIONS_OF[command])
+
+
+def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...],
+                        flags: dict[str, str] | None = None) -> None:
+    """A flag per RunConfig field in `names` (`flags` renames some), typed and documented from RunConfig."""
     defaults = RunConfig()
-    for name in OPTIONS_OF[command]:
+    for name in names:
         flag, text = RUN_OPTIONS[name]
+        flag = (flags or {}).get(name, flag)
         default = getattr(defaults, name)
         if isinstance(default, bool):  # a switch that turns the default around (--hard, --no-augment)
             parser.add_argument(flag, dest=name, action="store_const", const=not default, help=text)
@@ -114,6 +133,15 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"architecture {arch.id}: {len(arch.heads)} of {len(arch.space.heads)} heads kept "
           f"({result.run_dir / 'architecture.json'})")
     print(result.table())
+    if result.predicted_latency_ms is not None:
+        measured = f", measured {result.measured_latency_ms:.2f} ms" if result.measured_latency_ms is not None \
+            else f" ({result.latency_note})"
+        print(f"latency: predicted {result.predicted_latency_ms:.2f} ms by the cost table{measured}")
+    if result.undecided:
+        print(f"{len(result.undecided)} undecided: {', '.join(result.undecided)} ended within {result.margin} of the "
+              f"threshold {result.threshold}; a longer search, or another seed, may decide them differently")
+    else:
+        print(f"decisive: every gate ended at least {result.margin} away from the threshold {result.threshold}")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -157,16 +185,119 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_profile(args: argparse.Namespace) -> None:
     report, path, note = profile_target(args.target, backend=args.backend, fp16=args.precision == "fp16",
                                         device=args.device, size=args.size, network=args.network,
-                                        iters=args.iters, warmup=args.warmup, out=args.out)
+                                        iters=args.iters, warmup=args.warmup, out=args.out, per_head=args.per_head)
     if note:
         print(note, file=sys.stderr)
+    if args.per_head:
+        print_cost_table(report, path)
+        return
     lat, stream = report["latency_ms"], report["streaming_latency_ms"]
+    height, width = report["input_size"]
     print(f"{args.target}: {report['params']:,} parameters, {report['flops'] / 1e9:.3f} GFLOPs at "
-          f"{args.size[0]}x{args.size[1]} ({report['backend']}, {report['precision']}, {report['device']})")
+          f"{height}x{width} ({report['backend']}, {report['precision']}, {report['device']})")
     print(f"two-frame forward: median {lat['median']:.2f} ms, p90 {lat['p90']:.2f}, p99 {lat['p99']:.2f}, "
           f"cv {lat['cv']:.3f}, {report['fps']:.1f} FPS")
     print(f"streaming (cached previous features): median {stream['median']:.2f} ms, {report['streaming_fps']:.1f} FPS")
     print(f"written to {path}")
+
+
+def print_cost_table(table: dict, path: Path) -> None:
+    """`nss profile --per-head`: every head's marginal cost, the base and the full supernet, the sanity line."""
+    height, width = table["input_size"]
+    print(f"per-head costs of {table['space']['name']} ({table['network']} network, {height}x{width}, "
+          f"{table['backend']}, {table['precision']}, {table['device']}; medians of {table['iters']} interleaved runs)")
+    rows = [("(base: fixed heads)", table["base"]), ("(full supernet)", table["full"])] + list(table["heads"].items())
+    print(f"{'':22s} {'latency ms':>11s} {'params':>12s} {'GFLOPs':>9s}")
+    for name, cost in rows:
+        print(f"{name:22s} {cost['latency_ms']:>11.2f} {cost['params']:>12,d} {cost['flops'] / 1e9:>9.3f}")
+    errors = [abs(c["error_pct"]) for c in table["checks"]]
+    if errors:
+        print(f"base + Σ marginals predicts {len(errors)} random sub-networks within {sum(errors) / len(errors):.1f}% "
+              f"on average (worst {max(errors):.1f}%): decoder stages shared by several heads are counted in none "
+              f"of their marginals")
+    print(f"written to {path}")
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """What every many-trial command takes: its folder and where its trials run (Ray Tune)."""
+    parser.add_argument("--out", required=True, metavar="DIR", help=f"the {kind} folder (trials under DIR/trials/)")
+    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {kind} folder")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the {kind} in --out: finished trials are kept, unfinished ones continue")
+    parser.add_argument("--workers", type=int, help="trials at a time (default: CPUs ÷ --cpus-per-trial)")
+    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (torch threads) per trial (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, may be fractional")
+    parser.add_argument("--address", help="join this Ray cluster (host:port or ray://host:port) instead of a local "
+                                          "Ray; --out must then be on storage every node sees")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
+
+
+def _resources(args: argparse.Namespace) -> Resources:
+    return Resources(args.workers, args.cpus_per_trial, args.gpus_per_trial, args.address)
+
+
+def _summarise_trials(table, out: str, what: str) -> None:
+    """The closing lines of a many-trial command; every trial failing is an error."""
+    failed = int((table["status"] != "done").sum())
+    print(f"{len(table)} trials: {len(table) - failed} done, {failed} failed ({Path(out) / what})")
+    if len(table) and failed == len(table):
+        raise NSSError(f"every one of the {len(table)} trials failed; see the message column of {Path(out) / what}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    grid = {name: getattr(args, name) for name in SWEEPABLE if getattr(args, name, None) is not None}
+    base = None if args.resume else resolve_config(args.config)
+    if args.resume and args.config:
+        raise NSSError("--config: a resumed sweep keeps its options; give only --out (and resources) with --resume")
+    table = sweep(grid, args.out, base=base, pretrain=args.pretrain, resources=_resources(args),
+                  max_trials=args.max_trials, force=args.force, resume=args.resume, progress=not args.quiet)
+    shown = table[["trial", "status", "architecture", "heads", "undecided"]].fillna("")
+    shown["heads"] = shown["heads"].str.count(",") + (shown["heads"] != "")
+    print(shown.to_string(index=False))
+    _summarise_trials(table, args.out, "sweep.csv")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    given = {name: getattr(args, name) for name in SWEEPABLE + RETRAIN_ONLY if getattr(args, name) is not None}
+    if args.resume and (given or args.config or args.params):
+        raise NSSError("a resumed tune keeps its parameters and options: give only --out, --trials and resources "
+                       "with --resume")
+    table = tune(args.out, trials=args.trials, objectives=tuple(o.strip() for o in args.objectives.split(",")),
+                 params=load_params(args.params) if args.params else None,
+                 base=None if args.resume else resolve_config(args.config, **given), backend=args.backend,
+                 size=args.profile_size, iters=args.iters, resources=_resources(args), force=args.force,
+                 resume=args.resume, progress=not args.quiet)
+    pareto = table[table["pareto"]] if len(table) else table
+    if len(pareto):
+        columns = ["trial"] + [c for c in pareto.columns if c in TUNABLE] + \
+            [c for c in ("delta_mtl", "latency_ms", "params", "flops", "architecture") if c in pareto]
+        print("Pareto set (pareto.csv):")
+        print(pareto[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _summarise_trials(table, args.out, "trials.csv")
+
+
+def cmd_groundtruth(args: argparse.Namespace) -> None:
+    given = {name: getattr(args, name) for name in GROUNDTRUTH_OPTIONS if getattr(args, name) is not None}
+    if args.resume and (given or args.config or args.seeds or args.sample or args.space):
+        raise NSSError("a resumed ground truth keeps its settings: give only --out (and resources) with --resume")
+    ranking = groundtruth(args.space or "most_net_plus", args.out, base=None if args.resume else
+                          resolve_config(args.config, **given), seeds=args.seeds, sample=args.sample,
+                          backend=args.backend, iters=args.iters, resources=_resources(args), force=args.force,
+                          resume=args.resume, progress=not args.quiet)
+    shown = ranking[[c for c in ("rank", "heads", "delta_mtl", "delta_mtl_std", "latency_ms", "params",
+                                 "pareto_latency", "status") if c in ranking]].head(12)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print((Path(args.out) / "summary.txt").read_text().rstrip())
+    _summarise_trials(ranking, args.out, "ranking.csv")
+
+
+def cmd_rank(args: argparse.Namespace) -> None:
+    table = rank(args.groundtruth, args.runs, out=args.out)
+    columns = [c for c in ("run", "tau", "rank", "of", "percentile", "delta_mtl", "best_delta_mtl", "pareto_latency",
+                           "below_front", "kendall_tau", "spearman_rho", "search_wall_s", "groundtruth_wall_s",
+                           "note") if c in table]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"written to {args.out or Path(args.groundtruth) / 'rank.csv'}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -222,6 +353,13 @@ def cmd_derive(args: argparse.Namespace) -> None:
     print(architecture_table(architecture))
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _frame_size(text: str) -> tuple[int, int]:
     try:
         return parse_frame_size(text)
@@ -236,6 +374,39 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed), force=args.force,
                           progress=not args.quiet)
     print(f"wrote synthetic data to {out}")
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected train,val,test fractions such as 0.8,0.1,0.1, got {text!r}") from None
+
+
+def cmd_data_import(args: argparse.Namespace) -> None:
+    labels = {kind: folder for kind, folder in (("image", args.targets), ("mask", args.masks), ("flow", args.flow),
+                                                ("homography", args.homography)) if folder}
+    out = import_data(args.sources, args.out, labels=labels, size=args.size,
+                      divisor=required_divisor(get_space(args.space).scales), split=args.split, seed=args.seed,
+                      force=args.force, progress=not args.quiet)
+    meta = json.loads((out / "meta.json").read_text())
+    clips = {split: len(c) for split, c in meta["splits"].items()}
+    print(f"wrote {out}: {sum(clips.values())} clip(s) ({', '.join(f'{n} {s}' for s, n in clips.items())}), "
+          f"frames {meta['frame_size'][0]}x{meta['frame_size'][1]}, tasks: {', '.join(meta['tasks']) or 'none'}")
+    problems = check_folder(out)
+    if problems:
+        raise NSSError(f"{out}: imported, but `nss data check` finds {len(problems)} problem(s), e.g. {problems[0]}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    report = predict(args.run, args.input, args.out, heads=args.heads, device=args.device, size=args.size,
+                     split=args.split, fps=args.fps, max_frames=args.max_frames, force=args.force,
+                     progress=not args.quiet)
+    print(f"{report['frames']} frames of {len(report['clips'])} clip(s) at {report['size'][0]}x{report['size'][1]} on "
+          f"{report['device']}: {report['network_fps']:.1f} FPS for the network, {report['total_fps']:.1f} FPS with "
+          f"reading and writing; heads {', '.join(report['heads'].values())}")
+    print(f"written to {args.out} (per clip: outputs per frame and preview.mp4; predict.json"
+          f"{', metrics.csv' if 'metrics' in report else ''})")
 
 
 def cmd_data_check(args: argparse.Namespace) -> None:
@@ -291,12 +462,107 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: TensorRT where it and a GPU are present, else torch")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend)")
-    p.add_argument("--size", type=_frame_size, default=(256, 256), metavar="HxW", help="input size (default 256x256)")
+    p.add_argument("--size", type=_frame_size, metavar="HxW",
+                   help="input size (default: a run's frame size, else 256x256)")
     p.add_argument("--network", default="auto", help="width/depth preset for an architecture or space target")
     p.add_argument("--iters", type=int, default=100, help="timed iterations (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
-    p.add_argument("--out", metavar="FILE.json", help="default: profile.json in the run folder, else here")
+    p.add_argument("--per-head", action="store_true",
+                   help="the per-head cost table of the target's supernet (marginal latency, params, FLOPs of every "
+                        "searchable head) for a latency-aware search (--latency-table)")
+    p.add_argument("--out", metavar="FILE.json", help="default: profile.json (latency_table.json with --per-head) in "
+                                                     "the run folder, else here")
     p.set_defaults(func=cmd_profile)
+
+    p = commands.add_parser("sweep", help="one search per combination of option values, as trials on Ray Tune",
+                            description="Search every combination of the comma-separated values given (e.g. --tau "
+                                        "1,2,5,10 --seed 0,1,2). One pretraining per distinct pretraining setting is "
+                                        "run first and shared by its searches (--pretrain per-trial: each search "
+                                        "pretrains its own). Writes OUT/sweep.csv and one run folder per trial.")
+    for name in SWEEPABLE:
+        flag, text = RUN_OPTIONS[name]
+        if FIELDS[name].type.startswith("bool"):
+            p.add_argument(flag.replace("--no-", "--"), dest=name, nargs="?", const="true", metavar="true,false",
+                           help=text + " (or a list: true,false)")
+        else:
+            p.add_argument(flag, dest=name, metavar="V[,V…]", help=text)
+    p.add_argument("--config", metavar="FILE.yaml", help="fixed options for every trial (flags vary them)")
+    p.add_argument("--pretrain", default="shared", choices=PRETRAIN_MODES,
+                   help="shared: one pretraining per setting, searches start from it (default); per-trial: each "
+                        "search pretrains")
+    p.add_argument("--max-trials", type=int, default=256, help="refuse grids larger than this (default 256)")
+    _add_experiment_options(p, "sweep")
+    p.set_defaults(func=cmd_sweep)
+
+    p = commands.add_parser("predict", help="a trained run on a video, frame folder or data folder, with pictures",
+                            description="Stream a video, a frame folder or a data folder through a run's trained "
+                                        "network (each frame encoded once, the previous frame's features cached), "
+                                        "batch 1, and write per frame the restored frame, the mask and its overlay, "
+                                        "the flow (.flo and colour wheel), the homography (.txt), plus a side-by-side "
+                                        "preview.mp4 and predict.json; on a data folder also metrics.csv.")
+    p.add_argument("run", help="run folder (its best.pt, else last.pt)")
+    p.add_argument("--input", required=True, type=Path, metavar="VIDEO|DIR|DATA")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--heads", help="comma-separated heads to write (default: the finest kept head of each task)")
+    p.add_argument("--size", type=_frame_size, metavar="HxW", help="frames fitted to this (default: the run's)")
+    p.add_argument("--split", default="test", help="the split of a data folder (default test)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's)")
+    p.add_argument("--fps", type=float, help="frame rate of the preview video (default: the input's, else 25)")
+    p.add_argument("--max-frames", type=int, help="stop each clip after this many frames")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("tune", help="Optuna over NSS settings (search, retrain, validate, profile per trial)",
+                            description="Multi-objective tuning of NSS settings with Optuna (NSGA-II for several "
+                                        "objectives, TPE for one), trials on Ray Tune. Each trial searches from one "
+                                        "shared pretraining, retrains the derived architecture for --retrain-steps, "
+                                        "is evaluated on the validation split and profiled. The study is "
+                                        "OUT/study.db (optuna.load_study(storage='sqlite:///OUT/study.db', "
+                                        f"study_name='{STUDY_NAME}')); OUT/trials.csv and OUT/pareto.csv.")
+    p.add_argument("--trials", type=int, help="trials in the study (default 24; with --resume: the new total)")
+    p.add_argument("--objectives", default="delta_mtl,latency",
+                   help=f"comma-separated, from {', '.join(OBJECTIVES)} (default delta_mtl,latency)")
+    p.add_argument("--params", metavar="FILE.yaml", help="parameter space: option: {low, high[, log]} or "
+                                                         "{choices: [...]} (default: τ, μ, sparsity kind, threshold)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="where latency is measured (default torch)")
+    p.add_argument("--profile-size", type=_frame_size, metavar="HxW", help="input size for latency (default: the "
+                                                                         "frame size)")
+    p.add_argument("--iters", type=int, default=30, help="timed iterations per latency (default 30)")
+    p.add_argument("--config", metavar="FILE.yaml", help="fixed options for every trial (flags override it)")
+    _add_config_options(p, SWEEPABLE + RETRAIN_ONLY,
+                        {"retrain_steps": "--retrain-steps", "retrain_epochs": "--retrain-epochs"})
+    _add_experiment_options(p, "tune")
+    p.set_defaults(func=cmd_tune)
+
+    p = commands.add_parser("groundtruth", help="retrain every architecture of a space (or a sample): the truth a "
+                                                "search is ranked against",
+                            description="Enumerate the architectures of a space (all 2^k of its k searchable heads, or "
+                                        "--sample N drawn uniformly with --seed, the full and the minimal network "
+                                        "always in), retrain each from scratch with the same settings (--seeds: once "
+                                        "per seed), evaluate on validation and test, profile. Trials on Ray Tune; "
+                                        "OUT/ranking.csv and OUT/summary.txt.")
+    p.add_argument("--space", help="space preset or JSON file (default most_net_plus)")
+    p.add_argument("--sample", type=int, help="retrain N architectures drawn uniformly (default: all)")
+    p.add_argument("--seeds", type=_int_list, metavar="S[,S…]",
+                   help="retrain each architecture once per seed (default: --seed)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="where latency is measured (default torch)")
+    p.add_argument("--iters", type=int, default=30, help="timed iterations per latency (default 30)")
+    p.add_argument("--config", metavar="FILE.yaml", help="retraining options (flags override it)")
+    _add_config_options(p, GROUNDTRUTH_OPTIONS,
+                        {"retrain_steps": "--retrain-steps", "retrain_epochs": "--retrain-epochs"})
+    _add_experiment_options(p, "groundtruth")
+    p.set_defaults(func=cmd_groundtruth)
+
+    p = commands.add_parser("rank", help="where search runs' architectures stand in a ground truth",
+                            description="For each search run: its architecture's rank and percentile by Δ_MTL in the "
+                                        "ground truth, its Pareto standing, Kendall's τ and Spearman's ρ between its "
+                                        "gate probabilities and the heads' marginal values, and the cost of the "
+                                        "ground truth against the search's.")
+    p.add_argument("groundtruth", help="a ground-truth folder (nss groundtruth)")
+    p.add_argument("runs", nargs="+", help="search run folders of the same space")
+    p.add_argument("--out", metavar="FILE.csv", help="default: GROUNDTRUTH/rank.csv")
+    p.set_defaults(func=cmd_rank)
 
     p = commands.add_parser("report", help="figures, tables and report.md for a set of run folders")
     p.add_argument("runs", nargs="+", help="run folders (searches, retrainings, …)")
@@ -336,6 +602,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("import", help="videos or frame folders (and label folders) into the folder format",
+                        description="Import videos (PyAV: no system ffmpeg needed) or frame folders, with optional "
+                                    "label folders in the accepted encodings (masks: grey 0/1 or 0/255, palette, "
+                                    "RGB; flow: .npy, Middlebury .flo, KITTI 16-bit PNG; homographies: .txt). "
+                                    "Frames are fitted to --size (scaled to cover it, centre-cropped; labels follow "
+                                    "exactly), clips split into train/val/test, meta.json written.")
+    p.add_argument("sources", nargs="+", type=Path,
+                   help="video files, frame folders, or folders of frame folders (one clip each)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--size", type=_frame_size, metavar="HxW",
+                   help="frame size (multiples of the space's divisor; default: the frames cropped to such multiples)")
+    p.add_argument("--space", default="most_net_plus", help="the space whose divisor the size must respect")
+    p.add_argument("--masks", type=Path, metavar="DIR", help="segmentation labels")
+    p.add_argument("--flow", type=Path, metavar="DIR", help="optical-flow labels")
+    p.add_argument("--targets", type=Path, metavar="DIR", help="clean frames (restoration labels)")
+    p.add_argument("--homography", type=Path, metavar="DIR", help="homography labels (.txt)")
+    p.add_argument("--split", type=_fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
+                   help="fractions of the clips per split (default 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, default=0, help="shuffles the clips before the split")
+    p.add_argument("--force", action="store_true", help="overwrite an existing folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_import)
+
     p = data.add_parser("check", help="validate a data folder; lists every problem with the file that has it")
     p.add_argument("dir", type=Path)
     p.set_defaults(func=cmd_data_check)

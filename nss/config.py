@@ -13,6 +13,7 @@ from supernet import required_divisor
 
 from .balancing import list_balancers
 from .errors import NSSError
+from .gates import RELAXATIONS
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class RunConfig:
     sparsity: float = 1e-4  # μ: a head stays when λ_i·(its loss gain) outweighs it
     sparsity_kind: str = "log"  # "log" (Σ log α, the dissertation's) or "l1" (Σ α)
     threshold: float = 0.5  # keep a searchable head when its on-probability ≥ threshold
+    margin: float = 0.15  # a gate ending within this of the threshold is reported as undecided
+    relaxation: str = "gumbel"  # how gates are sampled: nss.gates.RELAXATIONS
+    bilevel: bool = False  # DARTS' first-order alternation: α on validation batches, θ on training batches
+    # latency-aware search (nss.latency): a per-head cost table, and a weight on E[lat]/lat_full and/or a target
+    latency_table: str | None = None
+    latency_weight: float = 0.0
+    latency_target: float | None = None  # ms
     # retraining
     retrain_steps: int = 1500
     retrain_epochs: float | None = None
@@ -67,6 +75,17 @@ class RunConfig:
             raise bad("tau", "the temperature must be a finite number > 0")
         if not 0 < self.threshold < 1:
             raise bad("threshold", "must be in (0, 1)")
+        if not 0 <= self.margin < 0.5:
+            raise bad("margin", "must be in [0, 0.5)")
+        if self.relaxation not in RELAXATIONS:
+            raise bad("relaxation", f"must be one of {', '.join(RELAXATIONS)}")
+        if not (math.isfinite(self.latency_weight) and self.latency_weight >= 0):
+            raise bad("latency_weight", "must be a finite number >= 0")
+        if self.latency_target is not None and not (math.isfinite(self.latency_target) and self.latency_target > 0):
+            raise bad("latency_target", "must be a finite number of milliseconds > 0")
+        if (self.latency_weight > 0 or self.latency_target is not None) and not self.latency_table:
+            raise NSSError("--latency-weight and --latency-target need --latency-table (from `nss profile SPACE "
+                           "--per-head`)")
         if not (math.isfinite(self.sparsity) and self.sparsity >= 0):
             raise bad("sparsity", "must be a finite number >= 0")
         if self.sparsity_kind not in ("log", "l1"):
@@ -114,6 +133,19 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 
+# Which options each command takes (the CLI's flags; the sweep's grid axes).
+TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "frames", "batch_size", "workers", "lr", "lr_min",
+                    "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
+# What only the search phase reads: searches that differ only in these can share one pretraining.
+SEARCH_ONLY = ("search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "margin",
+               "relaxation", "bilevel", "latency_table", "latency_weight", "latency_target", "gate_lr")
+RETRAIN_ONLY = ("retrain_steps", "retrain_epochs", "balancing", "augment", "val_every")
+OPTIONS_OF = {
+    "pretrain": ("space", "pretrain_steps", "pretrain_epochs") + TRAINING_OPTIONS,
+    "search": ("space", "pretrain_steps", "pretrain_epochs") + SEARCH_ONLY + ("from_run",) + TRAINING_OPTIONS,
+    "retrain": RETRAIN_ONLY + TRAINING_OPTIONS,
+}
+
 
 def parse_frame_size(text: str) -> tuple[int, int]:
     """"HxW" → (H, W), positive integers."""
@@ -126,7 +158,7 @@ def parse_frame_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce(name: str, value: Any) -> Any:
     """A value from YAML or the command line converted to the field's type, or a one-line error."""
     # Annotations are strings here (postponed evaluation): "float | None" → float.
     kind = {"int": int, "float": float, "str": str, "bool": bool}[FIELDS[name].type.split(" |")[0]]
@@ -141,7 +173,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
-        raise NSSError(f"{name}: expected a {kind.__name__}, got {value!r}") from None
+        expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+        raise NSSError(f"{name}: expected {expected}, got {value!r}") from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -161,7 +194,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if name not in FIELDS:
             raise NSSError(f"{path}: unknown option {key!r} (known: {', '.join(FIELDS)})")
         try:
-            values[name] = _coerce(name, value)
+            values[name] = coerce(name, value)
         except NSSError as err:
             raise NSSError(f"{path}: {err}") from None
     return values
@@ -170,9 +203,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def resolve_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Defaults ← `file` (YAML) ← `overrides` (None means "not given"); validated."""
     values = load_config_file(file) if file else {}
-    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
     return replace(RunConfig(), **values).validate()
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    return replace(RunConfig(), **{k: _coerce(k, v) for k, v in data.items() if k in FIELDS})
+    return replace(RunConfig(), **{k: coerce(k, v) for k, v in data.items() if k in FIELDS})

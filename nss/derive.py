@@ -19,6 +19,11 @@ def derive_architecture(space: SearchSpace, probabilities: dict[str, float], thr
     return Architecture(space, tuple(kept))
 
 
+def undecided_heads(probabilities: dict[str, float], threshold: float, margin: float) -> list[str]:
+    """Heads whose on-probability ended within `margin` of the threshold: kept or dropped by a hair."""
+    return [h for h, p in probabilities.items() if abs(p - threshold) < margin]
+
+
 def gate_probabilities(run: str | Path) -> tuple[SearchSpace, dict[str, float]]:
     """The space of a search run and the on-probabilities of its gates in `checkpoints/last.pt`."""
     folder = RunFolder(run).require_existing()
@@ -55,8 +60,10 @@ def save_architecture(path: str | Path, architecture: Architecture, **provenance
     atomic_write_text(path, json.dumps(dict(architecture.to_dict(), **provenance), indent=2) + "\n")
 
 
-def architecture_table(architecture: Architecture, probabilities: dict[str, float] | None = None) -> str:
-    """Task × scale grid: kept / dropped with the final on-probability, 'fixed' for heads always kept."""
+def architecture_table(architecture: Architecture, probabilities: dict[str, float] | None = None,
+                       undecided: list[str] | tuple[str, ...] = ()) -> str:
+    """Task × scale grid: kept / dropped with the final on-probability, 'fixed' for heads always kept, and
+    'undecided' beside a gate that ended near the threshold."""
     space, probabilities = architecture.space, probabilities or {}
     columns = [f"scale {s}" for s in range(1, space.scales + 1)]
     rows = []
@@ -70,7 +77,9 @@ def architecture_table(architecture: Architecture, probabilities: dict[str, floa
                 cells.append("kept (fixed)")
             else:
                 state = "kept" if head in architecture.heads else "dropped"
-                cells.append(f"{state} ({probabilities[head]:.2f})" if head in probabilities else state)
+                if head in probabilities:
+                    state += f" ({probabilities[head]:.2f}{', undecided' if head in undecided else ''})"
+                cells.append(state)
         rows.append([task.name] + cells)
     header = ["task"] + columns
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]

@@ -14,11 +14,11 @@ from . import metrics
 from .objective import to_full_resolution
 from .steps import batch_to
 
-METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+METRICS: dict[str, Callable[..., torch.Tensor]] = {
     "psnr": metrics.psnr, "ssim": metrics.ssim, "epe": metrics.epe, "mace": metrics.mace}
 
 
-def _prediction(kind: str, output: torch.Tensor) -> torch.Tensor:
+def as_prediction(kind: str, output: torch.Tensor) -> torch.Tensor:
     """What the metrics compare: images clipped to [0, 1], mask probabilities, flows and offsets as they are."""
     if kind == "image":
         return output.clamp(0, 1)
@@ -40,11 +40,13 @@ class _Sums:
     def __init__(self):
         self.sums: dict[tuple, list[float]] = {}
 
-    def add(self, key: tuple, metric: str, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def add(self, key: tuple, metric: str, pred: torch.Tensor, target: torch.Tensor,
+            weight: torch.Tensor | None) -> None:
         if metric == "iou":
-            num, den = (v.item() for v in metrics.iou_counts(pred, target))
-        else:
-            num, den = METRICS[metric](pred, target).item() * len(pred), len(pred)
+            num, den = (v.item() for v in metrics.iou_counts(pred, target, weight))
+        else:  # per-pixel weights exist for masks and flows only, whose metrics take them
+            extra = {} if weight is None else {"weight": weight}
+            num, den = METRICS[metric](pred, target, **extra).item() * len(pred), len(pred)
         acc = self.sums.setdefault(key + (metric,), [0.0, 0.0])
         acc[0] += num
         acc[1] += den
@@ -69,12 +71,13 @@ def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.
             if not valid.any():
                 continue
             target = batch[task.kind][valid]
+            weight = batch["weight"][task.kind][valid] if task.kind in batch.get("weight", {}) else None
             for metric in task.metrics:
                 baseline = trivial_prediction(task.kind, batch)[valid]
-                sums.add(("baseline", "baseline", task.name, 1), metric.name, baseline, target)
+                sums.add(("baseline", "baseline", task.name, 1), metric.name, baseline, target, weight)
                 for head in (h for h in full if parse_head(h)[0] == task.name):
                     sums.add(("network", head, task.name, parse_head(head)[1]), metric.name,
-                             _prediction(task.kind, full[head])[valid], target)
+                             as_prediction(task.kind, full[head])[valid], target, weight)
     network.train(was_training)
     columns = ["model", "head", "task", "scale", "metric", "value"]
     return pd.DataFrame([key + (value,) for key, value in sums.values().items()], columns=columns)

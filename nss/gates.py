@@ -1,27 +1,78 @@
-"""Gumbel-softmax gates over the searchable heads (DESIGN §5)."""
+"""Gates over the searchable heads and the relaxations that make them differentiable (DESIGN §5).
+
+Every gate has two logits (on, off). A relaxation turns them into α per head:
+- gumbel (NSS, the default): the "on" component of a Gumbel-softmax sample at temperature τ; with `hard`, the
+  straight-through one-hot sample (forward 0/1, gradient of the soft sample);
+- softmax (DARTS): softmax(logits / τ), no noise;
+- gdas (GDAS): always the straight-through hard sample;
+- concrete (SNAS): the soft Gumbel-softmax sample for the task loss, as gumbel; the cost terms (sparsity,
+  latency) are taken on the discrete sample z and credited to the logits through its log-probability
+  (score function: cost(z) · ∇ log p(z)), as SNAS does for its resource constraint;
+- dirichlet (DrNAS): a reparameterised sample of a Dirichlet (here a Beta, two components) whose concentration
+  elu(logits) + 1 is learned; τ is not used.
+
+What the cost terms see (`GateSample.costs`) is always soft where the forward is hard: a gate sampled off still
+feels the sparsity pressure, and log α stays finite.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+RELAXATIONS = ("gumbel", "softmax", "gdas", "concrete", "dirichlet")
+
+
+@dataclass
+class GateSample:
+    alphas: dict[str, torch.Tensor]  # what gates each refinement in the composite
+    costs: dict[str, torch.Tensor]  # what the sparsity and latency terms see
+    log_prob: torch.Tensor | None = None  # concrete: log p(z) of the discrete sample the costs were taken on
+
 
 class Gates(nn.Module):
-    """Two logits (on, off) per searchable head; α is the "on" component of a Gumbel-softmax sample."""
+    """Two logits (on, off) per searchable head and the relaxation that samples α from them."""
 
-    def __init__(self, heads: tuple[str, ...]):
+    def __init__(self, heads: tuple[str, ...], relaxation: str = "gumbel"):
         super().__init__()
-        self.heads = tuple(heads)
+        if relaxation not in RELAXATIONS:
+            raise ValueError(f"unknown relaxation {relaxation!r}: choose one of {', '.join(RELAXATIONS)}")
+        self.heads, self.relaxation = tuple(heads), relaxation
         self.logits = nn.Parameter(torch.zeros(len(heads), 2))  # equal odds: no head favoured at the start
 
-    def sample(self, tau: float, hard: bool = False) -> dict[str, torch.Tensor]:
-        """α per head, in (0, 1) (soft) or {0, 1} with straight-through gradients (hard)."""
-        alphas = F.gumbel_softmax(self.logits, tau=tau, hard=hard, dim=-1)[:, 0]
-        return dict(zip(self.heads, alphas))
+    def sample(self, tau: float, hard: bool = False) -> GateSample:
+        """α per head in [0, 1] ({0, 1} for hard samples), with gradients to the logits."""
+        if self.relaxation == "softmax":
+            on = torch.softmax(self.logits / tau, dim=-1)[:, 0]
+            return self._sample(on, on)
+        if self.relaxation == "dirichlet":
+            concentration = F.elu(self.logits) + 1
+            on = torch.distributions.Dirichlet(concentration).rsample()[:, 0]
+            return self._sample(on, on)
+        soft = F.gumbel_softmax(self.logits, tau=tau, hard=False, dim=-1)  # (heads, 2)
+        hard_one_hot = F.one_hot(soft.argmax(-1), 2).to(soft)
+        if self.relaxation == "concrete":
+            log_prob = (torch.log_softmax(self.logits, dim=-1) * hard_one_hot).sum()
+            return self._sample(soft[:, 0], hard_one_hot[:, 0], log_prob)
+        if self.relaxation == "gdas" or hard:
+            straight_through = hard_one_hot - soft.detach() + soft
+            return self._sample(straight_through[:, 0], soft[:, 0])
+        return self._sample(soft[:, 0], soft[:, 0])
+
+    def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, log_prob: torch.Tensor | None = None) -> GateSample:
+        return GateSample(dict(zip(self.heads, alphas)), dict(zip(self.heads, costs)), log_prob)
 
     def probabilities(self) -> dict[str, float]:
-        """On-probability of every head, softmax of its logits (what derivation thresholds)."""
-        probs = torch.softmax(self.logits.detach(), dim=-1)[:, 0]
+        """On-probability of every head (what derivation thresholds): softmax of the logits, or the mean of the
+        Dirichlet."""
+        logits = self.logits.detach()
+        if self.relaxation == "dirichlet":
+            concentration = F.elu(logits) + 1
+            probs = concentration[:, 0] / concentration.sum(-1)
+        else:
+            probs = torch.softmax(logits, dim=-1)[:, 0]
         return dict(zip(self.heads, probs.tolist()))
 
     def on_logits(self) -> dict[str, float]:

@@ -1,24 +1,35 @@
-"""Per-task losses, each returning one value per sample so that unlabelled samples can be left out."""
+"""Per-task losses, each returning one value per sample so that unlabelled samples can be left out; the dense
+ones take an optional per-pixel weight (B, 1, H, W) so that unlabelled pixels (ignored mask regions, invalid
+sparse flow) can be left out too."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    return torch.sqrt((pred - target) ** 2 + eps ** 2).flatten(1).mean(1)
+def pixel_mean(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B, C, H, W) values over each sample's pixels, weighted by (B, 1, H, W) when given."""
+    if weight is None:
+        return per_pixel.flatten(1).mean(1)
+    weight = weight.to(per_pixel).expand_as(per_pixel)
+    return (per_pixel * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1e-12)
 
 
-def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+    return pixel_mean(torch.sqrt((pred - target) ** 2 + eps ** 2), weight)
 
 
-def epe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    return pixel_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), weight)
+
+
+def epe(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean end-point error of flows (B, 2, H, W)."""
-    return torch.linalg.vector_norm(pred - target, dim=1).flatten(1).mean(1)
+    return pixel_mean(torch.linalg.vector_norm(pred - target, dim=1, keepdim=True), weight)
 
 
-def corner_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def corner_error(pred: torch.Tensor, target: torch.Tensor, weight: None = None) -> torch.Tensor:
     """Mean corner error of 4-point offsets (B, 4, 2)."""
     return torch.linalg.vector_norm(pred - target, dim=-1).mean(-1)
 
@@ -26,8 +37,9 @@ def corner_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"charbonnier": charbonnier, "bce": bce, "epe": epe, "corner": corner_error}
 
 
-def masked_loss(name: str, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def masked_loss(name: str, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of the per-sample loss over labelled samples; exactly 0 (still in the graph) when none is."""
-    per_sample = LOSSES[name](pred, target)
+    per_sample = LOSSES[name](pred, target, weight=weight)
     weights = valid.to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)

@@ -1,12 +1,15 @@
-"""Evaluation metrics on batched tensors (DESIGN §9) and the multi-task score Δ_MTL."""
+"""Evaluation metrics on batched tensors (DESIGN §9), the multi-task score Δ_MTL, and Pareto fronts."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from search_spaces import TaskSpec
+
+from .losses import pixel_mean
 
 
 PSNR_CAP = 100.0  # dB: identical images (MSE 0) score this instead of infinity, so means and Δ_MTL stay finite
@@ -48,21 +51,26 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ssim_map.reshape(b, c, -1).mean(-1).mean().to(pred.dtype)
 
 
-def iou_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(intersection, union) pixel counts of binary masks; `pred` holds probabilities (foreground ≥ 0.5)."""
+def iou_counts(pred: torch.Tensor, target: torch.Tensor,
+               weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(intersection, union) pixel counts of binary masks; `pred` holds probabilities (foreground ≥ 0.5); pixels
+    of weight 0 (ignored) are left out."""
     p, t = pred >= 0.5, target >= 0.5
+    if weight is not None:
+        labelled = weight > 0
+        p, t = p & labelled, t & labelled
     return (p & t).sum(), (p | t).sum()
 
 
-def iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Intersection over union accumulated over every pixel of the batch (1 when both masks are empty)."""
-    inter, union = iou_counts(pred, target)
+def iou(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Intersection over union accumulated over every (labelled) pixel of the batch (1 when both are empty)."""
+    inter, union = iou_counts(pred, target, weight)
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones((), device=pred.device))
 
 
-def epe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean end-point error over pixels of flows (B, 2, H, W)."""
-    return torch.linalg.vector_norm(pred - target, dim=1).mean()
+def epe(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean end-point error of flows (B, 2, H, W): over each frame's (labelled) pixels, then over frames."""
+    return pixel_mean(torch.linalg.vector_norm(pred - target, dim=1, keepdim=True), weight).mean()
 
 
 def mace(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -84,10 +92,19 @@ def delta_mtl(values: Mapping[str, Mapping[str, float]], reference: Mapping[str,
     REFERENCE_FLOOR)."""
     per_task = []
     for task in tasks:
+        if task.name not in values or task.name not in reference:
+            continue  # a task without labels in the split compared: the score is over the others
         changes = []
         for metric in task.metrics:
             ref = reference[task.name][metric.name]
             sign = 1.0 if metric.direction == "higher" else -1.0
             changes.append(sign * (values[task.name][metric.name] - ref) / max(abs(ref), REFERENCE_FLOOR))
         per_task.append(sum(changes) / len(changes))
-    return 100.0 * sum(per_task) / len(per_task)
+    return 100.0 * sum(per_task) / len(per_task) if per_task else float("nan")
+
+
+def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
+    """Which points no other point beats on both (lower or equal cost, higher or equal value, one strictly)."""
+    cost, value = np.asarray(cost, float), np.asarray(value, float)
+    dominated = [((cost <= c) & (value >= v) & ((cost < c) | (value > v))).any() for c, v in zip(cost, value)]
+    return ~np.asarray(dominated, bool)

@@ -21,7 +21,8 @@ def to_full_resolution(space: SearchSpace, outputs: dict[str, torch.Tensor]) -> 
 
 def task_loss(task: TaskSpec, pred: torch.Tensor, batch: dict) -> torch.Tensor:
     """A task's loss against its full-resolution label; the batch holds labels by task kind."""
-    return masked_loss(task.loss, pred, batch[task.kind], batch["valid"][task.kind])
+    return masked_loss(task.loss, pred, batch[task.kind], batch["valid"][task.kind],
+                       batch.get("weight", {}).get(task.kind))
 
 
 def head_losses(space: SearchSpace, full: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:

@@ -121,7 +121,10 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
         config = builder.create_builder_config()
         if major < 11:
             config.set_flag(trt.BuilderFlag.FP16)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(graph, config))
+        serialized = builder.build_serialized_network(graph, config)
+        if serialized is None:  # TensorRT logs why; without this check the next call fails with a TypeError
+            raise NSSError(f"TensorRT could not build an engine from {path.name} (its log above says why)")
+        engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
         context = engine.create_execution_context()
         inputs = graph_inputs(network, height, width, streaming)
         buffers = {}

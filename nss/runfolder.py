@@ -1,6 +1,7 @@
 """A run folder (DESIGN §7): configuration, long-form CSV logs and checkpoints, all written atomically."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -17,27 +18,57 @@ PHASES = ("pretrain", "search", "retrain")
 
 
 class Table:
-    """Rows of one CSV file kept in memory and rewritten atomically on `flush`."""
+    """Rows of one CSV file. `flush` appends the rows logged since the last flush, so writing costs the same per
+    row however long the run; the whole file is rewritten (atomically) only when rows bring a column it does not
+    have yet, which happens once per phase. A resumed run cuts the file back to the rows its checkpoint had."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []
+        self.columns: list[str] | None = None  # the file's header, once it has one
+        self.rows_written = 0
+        self.bytes_written = 0  # by this process: what the log costs (benchmarks/log_growth.py)
 
     def extend(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.extend(rows)
-
-    def load_until(self, phase: str, step: int) -> None:
-        """Reload rows logged up to (phase, step): what a resumed run keeps of the interrupted one."""
-        if not self.path.exists():
-            return
-        frame = pd.read_csv(self.path)
-        order = frame["phase"].map(PHASES.index)
-        keep = (order < PHASES.index(phase)) | ((order == PHASES.index(phase)) & (frame["step"] <= step))
-        self.rows = frame[keep].to_dict("records")
+        self.pending.extend(rows)
 
     def flush(self) -> None:
-        if self.rows:
-            atomic_write(self.path, lambda tmp: pd.DataFrame(self.rows).to_csv(tmp, index=False))
+        if not self.pending:
+            return
+        new = list(dict.fromkeys(k for row in self.pending for k in row if k not in (self.columns or ())))
+        if self.columns is None or new:
+            existing = pd.read_csv(self.path) if self.rows_written else pd.DataFrame()
+            self._rewrite(pd.concat([existing, pd.DataFrame(self.pending)], ignore_index=True))
+        else:
+            with open(self.path, "a", newline="") as file:
+                start = file.tell()
+                csv.DictWriter(file, fieldnames=self.columns, restval="").writerows(self.pending)
+                self.bytes_written += file.tell() - start
+            self.rows_written += len(self.pending)
+        self.pending = []
+
+    def cut_back(self, rows: int | None, phase: str, step: int) -> None:
+        """Keep the first `rows` rows (what the checkpoint had flushed); a checkpoint that does not say keeps the
+        rows logged up to (phase, step)."""
+        self.pending = []
+        if not self.path.exists():
+            return
+        if rows is not None:
+            frame = pd.read_csv(self.path, nrows=rows) if rows else pd.DataFrame()
+        else:
+            frame = pd.read_csv(self.path)
+            order = frame["phase"].map(PHASES.index)
+            frame = frame[(order < PHASES.index(phase)) | ((order == PHASES.index(phase)) & (frame["step"] <= step))]
+        self._rewrite(frame)
+
+    def _rewrite(self, frame: pd.DataFrame) -> None:
+        if not len(frame):  # nothing kept: no file, as before the first flush
+            self.path.unlink(missing_ok=True)
+            self.columns, self.rows_written = None, 0
+            return
+        atomic_write(self.path, lambda tmp: frame.to_csv(tmp, index=False))
+        self.columns, self.rows_written = list(frame.columns), len(frame)
+        self.bytes_written += self.path.stat().st_size
 
 
 class RunFolder:

@@ -16,19 +16,21 @@ from supernet import build_network, required_divisor
 
 from .config import RunConfig, config_from_dict
 from .data import open_dataset
-from .derive import architecture_table, derive_architecture, save_architecture
+from .derive import architecture_table, derive_architecture, save_architecture, undecided_heads
 from .errors import NSSError
 from .evaluate import evaluate, finest_per_task
 from .export import DEFAULT_OPSET, export_with_report
 from .io import atomic_write, atomic_write_text, refuse_existing
+from .latency import CostTable, measure_cost_table, predicted_latency
 from .metrics import delta_mtl
-from .profile import profile_network, resolve_backend
+from .profile import profile_network, resolve_backend, tensorrt_available
 from .runfolder import RunFolder
 from .train import (Session, Trainer, require_same_network, resolve_device, resolve_network_size,
                     trained_architecture)
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
 INHERITED = ("space", "network", "data", "frame_size", "clips", "frames")
+LATENCY_TABLE = "latency.json"  # a latency-aware run's copy of its cost table
 PHASES_OF = {"pretrain": ("pretrain",), "search": ("pretrain", "search"), "retrain": ("retrain",)}
 
 
@@ -37,9 +39,15 @@ class SearchResult:
     run_dir: Path
     architecture: Architecture
     probabilities: dict[str, float]
+    threshold: float = 0.5
+    margin: float = 0.15
+    undecided: tuple[str, ...] = ()  # heads whose gate ended within `margin` of `threshold`
+    predicted_latency_ms: float | None = None  # with a latency table: base + Σ kept marginals
+    measured_latency_ms: float | None = None  # … and measured on the table's backend where it runs here
+    latency_note: str | None = None
 
     def table(self) -> str:
-        return architecture_table(self.architecture, self.probabilities)
+        return architecture_table(self.architecture, self.probabilities, self.undecided)
 
 
 def default_run_dir(command: str, config: RunConfig) -> Path:
@@ -59,7 +67,14 @@ def load_run_config(run: RunFolder) -> tuple[str, RunConfig]:
     config = replace(config_from_dict(saved), space=str(run.path / "space.json"))
     if command == "retrain":
         config = replace(config, architecture=str(run.path / "architecture.json"))
+    if config.latency_table:
+        config = replace(config, latency_table=str(run.path / LATENCY_TABLE))
     return command, config.validate()
+
+
+def _needs_validation(command: str, config: RunConfig) -> bool:
+    """Retraining validates, a bi-level search takes its α steps on validation batches: the split must exist."""
+    return command == "retrain" or (command == "search" and config.bilevel)
 
 
 def _open_run(command: str, config: RunConfig | None, out: str | Path | None, force: bool,
@@ -75,7 +90,7 @@ def _open_run(command: str, config: RunConfig | None, out: str | Path | None, fo
         if made_by != command:
             raise NSSError(f"{run.path}: made by `nss {made_by}`, not `nss {command}`")
         state = run.load_checkpoint()
-        session = Session.open(config)
+        session = Session.open(config, _needs_validation(command, config))
     else:
         config = (config or RunConfig()).validate()
         pretrained = None
@@ -84,13 +99,15 @@ def _open_run(command: str, config: RunConfig | None, out: str | Path | None, fo
             inherited = load_run_config(source)[1]
             config = replace(config, **{k: getattr(inherited, k) for k in INHERITED}).validate()
             pretrained = source.load_checkpoint("pretrained.pt")
-        session = Session.open(config)
+        session = Session.open(config, _needs_validation(command, config))
         if pretrained is not None:
             require_same_network(pretrained, session.network, source.checkpoints / "pretrained.pt")
             session.network.load_state_dict(pretrained["network"])
         run = RunFolder(out or default_run_dir(command, config)).create(force)
         run.write_yaml("config.yaml", dict(command=command, **session.config.to_dict()))
         run.write_json("space.json", session.space.to_dict())
+        if session.latency is not None:  # the run's own copy: a resumed run reads it, not the file it came from
+            run.write_json(LATENCY_TABLE, session.latency.raw)
         if command == "retrain":  # the network this run trains
             save_architecture(run.path / "architecture.json", session.network.architecture)
         state = None
@@ -117,11 +134,33 @@ def search(config: RunConfig | None = None, *, out: str | Path | None = None, fo
     """Neural Scale Search: pretrain (unless `config.from_run`), search the gates, derive the architecture."""
     trainer = _train("search", config, out, force, resume, progress)
     session = trainer.session
-    probabilities = session.gates.probabilities()
-    architecture = derive_architecture(session.space, probabilities, session.config.threshold)
+    probabilities, c = session.gates.probabilities(), session.config
+    architecture = derive_architecture(session.space, probabilities, c.threshold)
+    undecided = tuple(undecided_heads(probabilities, c.threshold, c.margin))
+    cost = _latency_of(architecture, session.latency) if session.latency is not None else {}
     save_architecture(trainer.run.path / "architecture.json", architecture, gates=probabilities,
-                      threshold=session.config.threshold, tau=session.config.tau)
-    return SearchResult(trainer.run.path, architecture, probabilities)
+                      threshold=c.threshold, tau=c.tau, margin=c.margin, undecided=list(undecided),
+                      relaxation=c.relaxation, **cost)
+    return SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided,
+                        cost.get("predicted_latency_ms"), cost.get("measured_latency_ms"), cost.get("latency_note"))
+
+
+def _latency_of(architecture: Architecture, table: CostTable) -> dict:
+    """The derived architecture's latency as the cost table predicts it and, where the table's backend runs
+    here, as measured on it (same network size, input size and precision as the table)."""
+    cost = {"predicted_latency_ms": predicted_latency(table.raw, architecture)}
+    device = "cuda" if table.device.startswith("cuda") else "cpu"
+    why = "no CUDA GPU" if device == "cuda" and not torch.cuda.is_available() else \
+        tensorrt_available() if table.backend == "tensorrt" else None
+    if why:
+        cost["latency_note"] = f"not measured: the table was measured with {table.backend} on {table.device} ({why})"
+        return cost
+    torch.manual_seed(0)
+    report = profile_network(build_network(architecture, get_size(table.network)), height=table.input_size[0],
+                             width=table.input_size[1], backend=table.backend, device=device,
+                             fp16=table.precision == "fp16", iters=table.raw.get("iters", 30))
+    cost["measured_latency_ms"] = report["latency_ms"]["median"]
+    return cost
 
 
 def retrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
@@ -189,28 +228,41 @@ def export_run(run: str | Path, out: str | Path, *, fp16: bool = False, opset: i
 
 
 def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = False, device: str = "auto",
-                   size: tuple[int, int] = (256, 256), network: str = "auto", iters: int = 100, warmup: int = 10,
-                   out: str | Path | None = None) -> tuple[dict, Path, str | None]:
-    """`nss profile`: TARGET is a run folder, an architecture.json or a space (name or JSON). Returns the report,
-    where it was written (profile.json in the run folder, else in the current directory) and a fallback note."""
+                   size: tuple[int, int] | None = None, network: str = "auto", iters: int = 100, warmup: int = 10,
+                   out: str | Path | None = None, per_head: bool = False) -> tuple[dict, Path, str | None]:
+    """`nss profile`: TARGET is a run folder, an architecture.json or a space (name or JSON); `size` defaults to a
+    run's frame size, else 256×256. Returns the report, where it was written (profile.json in the run folder, else
+    in the current directory) and a fallback note.
+
+    With `per_head`, the per-head cost table of the target's space (its supernet) instead (nss.latency), written
+    to `out` (default latency_table.json beside profile.json)."""
     backend, note = resolve_backend(backend)
     torch_device = resolve_device("cuda" if backend == "tensorrt" else device)
     target_path = Path(target)
     if (target_path / "config.yaml").is_file():  # a run folder: its own network
         _, config = load_run_config(RunFolder(target_path))
         architecture, size_name, home = trained_architecture(config), config.network, target_path
+        size = size or config.frame_height_width
     else:
         architecture = Architecture.load(target) if is_architecture_file(target) else \
             Architecture.full(get_space(str(target)))
         size_name, home = network, Path(".")
+    size = size or (256, 256)
     size_name = resolve_network_size(size_name, torch_device)
     divisor = required_divisor(architecture.space.scales)
     if size[0] % divisor or size[1] % divisor:
         raise NSSError(f"--size: {size[0]}x{size[1]} must be multiples of {divisor}")
-    torch.manual_seed(0)
-    report = profile_network(build_network(architecture, get_size(size_name)), height=size[0], width=size[1],
-                             backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
-    report["network"] = size_name
-    path = Path(out) if out else home / "profile.json"
+    if iters < 1 or warmup < 0:
+        raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    if per_head:
+        report = measure_cost_table(architecture.space, size=size_name, height=size[0], width=size[1],
+                                    backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
+        path = Path(out) if out else home / "latency_table.json"
+    else:
+        torch.manual_seed(0)
+        report = profile_network(build_network(architecture, get_size(size_name)), height=size[0], width=size[1],
+                                 backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
+        report["network"] = size_name
+        path = Path(out) if out else home / "profile.json"
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return report, path, note

@@ -10,6 +10,7 @@ from supernet import MostNet
 
 from .balancing import Balancer
 from .gates import Gates, sparsity_penalty
+from .latency import CostTable, latency_penalty
 from .objective import composites, head_losses, refinements, task_loss, to_full_resolution
 
 
@@ -24,6 +25,7 @@ class StepResult:
     head_losses: dict[str, torch.Tensor] | None = None  # per head, where the loss is made of them
     alphas: dict[str, torch.Tensor] | None = None
     sparsity: torch.Tensor | None = None
+    expected_latency: torch.Tensor | None = None  # E[lat](α) in ms, with a latency table
 
 
 def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer: Balancer) -> StepResult:
@@ -42,17 +44,31 @@ def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer:
 
 
 def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict, *, tau: float, hard: bool,
-                sparsity: float, sparsity_kind: str) -> StepResult:
-    """L_NSS = Σ_i λ_i L_i(O_i^1, Õ_i) + μ L_0(α) with Gumbel-softmax α (DESIGN §5)."""
+                sparsity: float, sparsity_kind: str, latency: CostTable | None = None, latency_weight: float = 0.0,
+                latency_target: float | None = None) -> StepResult:
+    """L_NSS = Σ_i λ_i L_i(O_i^1, Õ_i) + μ L_0(α) [+ latency terms] with α from the gates' relaxation (DESIGN §5).
+
+    The cost terms (sparsity, latency) are taken on what the relaxation gives them (`GateSample.costs`); with a
+    discrete sample (concrete) they are credited to the logits through its log-probability, and the sparsity is
+    the sample's L0 count."""
     full = to_full_resolution(space, network(batch["previous"], batch["current"]))
     deltas = refinements(space, full)
-    alphas = gates.sample(tau, hard)
-    composite = composites(space, full, deltas, alphas)
+    sample = gates.sample(tau, hard)
+    composite = composites(space, full, deltas, sample.alphas)
     losses = {task.name: task_loss(task, composite[task.name], batch) for task in space.tasks}
-    penalty = sparsity_penalty(alphas, sparsity_kind)
+    penalty = sparsity_penalty(sample.costs, "l1" if sample.log_prob is not None else sparsity_kind)
+    costs = sparsity * penalty
+    expected = None
+    if latency is not None:
+        expected = latency.expected(sample.costs)
+        costs = costs + latency_penalty(expected, latency, latency_weight, latency_target)
+    if sample.log_prob is not None:  # score function: the value of the costs, the gradient cost · ∇ log p(z)
+        credit = costs.detach() * sample.log_prob
+        costs = costs.detach() + credit - credit.detach()
     weights = {t.name: torch.tensor(t.weight) for t in space.tasks}
-    loss = sum(weights[name] * value for name, value in losses.items()) + sparsity * penalty
-    return StepResult(loss, losses, weights, full, deltas, extra=sparsity * penalty, alphas=alphas, sparsity=penalty)
+    loss = sum(weights[name] * value for name, value in losses.items()) + costs
+    return StepResult(loss, losses, weights, full, deltas, extra=costs, alphas=sample.alphas, sparsity=penalty,
+                      expected_latency=expected)
 
 
 def batch_to(batch: dict, device: torch.device) -> dict:

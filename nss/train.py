@@ -23,6 +23,7 @@ from .data.augment import augment
 from .errors import DataError, NonFiniteLossError, NSSError
 from .evaluate import evaluate, finest_per_task
 from .gates import Gates
+from .latency import CostTable
 from .metrics import delta_mtl
 from .objective import head_losses
 from .runfolder import PHASES, RunFolder
@@ -57,9 +58,11 @@ class Session:
     data: Dataset
     network: MostNet
     gates: Gates
+    validation: Dataset | None = None  # opened at the start when the run needs it: an error comes before any work
+    latency: CostTable | None = None
 
     @classmethod
-    def open(cls, config: RunConfig) -> "Session":
+    def open(cls, config: RunConfig, validation: bool = False) -> "Session":
         device = resolve_device(config.device)
         size_name = resolve_network_size(config.network, device)
         architecture = trained_architecture(config)
@@ -68,6 +71,10 @@ class Session:
         missing = [t.name for t in space.tasks if t.kind not in data.kinds]
         if missing:
             raise DataError(f"{config.data}: no labels for task(s) {missing} of space {space.name!r}")
+        unlabelled = {t: why for t, why in data.unlabelled_tasks().items() if t in {task.name for task in space.tasks}}
+        if unlabelled:  # a declared task with nothing to learn from: refuse, do not train it silently on nothing
+            task, why = next(iter(unlabelled.items()))
+            raise DataError(f"{config.data}: task {task!r} of the training split has {why}")
         if config.data != "synthetic":
             h, w = data.frame_size
             divisor = required_divisor(space.scales)
@@ -77,16 +84,21 @@ class Session:
             config = replace(config, frame_size=f"{h}x{w}")
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
+        validation_data = open_dataset(config.data, "val", cls.synthetic_spec(config)) if validation else None
+        if validation_data is not None and len(validation_data) < config.batch_size:
+            raise DataError(f"{config.data}: {len(validation_data)} validation pairs, fewer than the batch size "
+                            f"{config.batch_size}")
+        latency = CostTable.load(config.latency_table, space) if config.latency_table else None
         torch.manual_seed(config.seed)
         network = build_network(architecture, get_size(size_name)).to(device)
-        gates = Gates(space.searchable).to(device)
+        gates = Gates(space.searchable, config.relaxation).to(device)
         per_epoch = len(data) // config.batch_size
         lr = config.lr if config.lr is not None else (1e-4 if size_name == "paper" else 1e-3)
         config = replace(config, network=size_name, device=str(device), lr=lr,
                          pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, per_epoch),
                          search_steps=_steps(config.search_steps, config.search_epochs, per_epoch),
                          retrain_steps=_steps(config.retrain_steps, config.retrain_epochs, per_epoch))
-        return cls(config, space, device, data, network, gates)
+        return cls(config, space, device, data, network, gates, validation_data, latency)
 
     @staticmethod
     def synthetic_spec(config: RunConfig) -> SyntheticSpec:
@@ -105,12 +117,16 @@ def _steps(steps: int, epochs: float | None, steps_per_epoch: int) -> int:
     return steps if epochs is None else max(1, math.ceil(epochs * steps_per_epoch))
 
 
-def batch_indices(seed: int, phase: str, step: int, size: int, batch: int) -> list[int]:
-    """The samples of a step: a fresh permutation per epoch, a pure function of (seed, phase, step)."""
+def batch_indices(seed: int, stream: int, step: int, size: int, batch: int) -> list[int]:
+    """The samples of a step: a fresh permutation per epoch, a pure function of (seed, stream, step); a stream is
+    a phase's training batches or the bi-level search's validation batches."""
     per_epoch = size // batch
     epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, PHASES.index(phase), epoch]).permutation(size)
+    order = np.random.default_rng([seed, stream, epoch]).permutation(size)
     return order[position * batch:(position + 1) * batch].tolist()
+
+
+VALIDATION_STREAM = len(PHASES)  # the bi-level search's α batches
 
 
 def require_same_network(state: dict, network: MostNet, source: str | Path) -> None:
@@ -125,7 +141,7 @@ class Trainer:
         self.session, self.run, self.progress = session, run, progress
         self.config = session.config
         self.best_score = -math.inf
-        self._validation_data: Dataset | None = None
+        self.batches_seen = {"train": 0, "val": 0}
 
     # -- per phase: optimisers and task weights ------------------------------------------------------------
     def _prepare(self, phase: str) -> tuple[dict, dict, Balancer]:
@@ -150,6 +166,7 @@ class Trainer:
             "balancer": balancer.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "table_rows": {name: table.rows_written for name, table in self.run.tables.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.session.device.type == "cuda" else [],
         })
@@ -180,8 +197,8 @@ class Trainer:
             start, elapsed = 0, 0.0
             if resume is not None and resume["phase"] == phase:
                 start, elapsed = self._restore(resume, optimizers, schedulers, balancer)
-                for table in self.run.tables.values():
-                    table.load_until(phase, start)
+                for name, table in self.run.tables.items():
+                    table.cut_back(resume.get("table_rows", {}).get(name), phase, start)
             else:
                 torch.manual_seed(self.config.seed * len(PHASES) + PHASES.index(phase))
                 self._save(phase, 0, 0.0, optimizers, schedulers, balancer)  # resumable from its very start
@@ -193,20 +210,23 @@ class Trainer:
                     "network": self.session.network.state_dict()})
             resume = None
 
-    def _loader(self, phase: str, start: int) -> DataLoader:
-        c, size = self.config, len(self.session.data)
-        steps = [batch_indices(c.seed, phase, step, size, c.batch_size)
+    def _loader(self, phase: str, start: int, data: Dataset | None = None, stream: int | None = None) -> DataLoader:
+        """The batches of steps start+1 … of a phase, from the training data or (bi-level α steps) `data`."""
+        c, data = self.config, data if data is not None else self.session.data
+        stream = PHASES.index(phase) if stream is None else stream
+        steps = [batch_indices(c.seed, stream, step, len(data), c.batch_size)
                  for step in range(start, self.session.total_steps(phase))]
         # Its own generator: a DataLoader draws a seed when iterated, which must not move the global RNG that
         # the Gumbel noise and dropout use (a resumed run would otherwise diverge from an uninterrupted one).
-        return DataLoader(self.session.data, batch_sampler=steps, num_workers=c.workers,
+        return DataLoader(data, batch_sampler=steps, num_workers=c.workers,
                           generator=torch.Generator().manual_seed(c.seed))
 
     def _step(self, phase: str, step: int, batch: dict, balancer: Balancer) -> StepResult:
         s, c = self.session, self.config
         if phase == "search":
             return search_loss(s.space, s.network, s.gates, batch, tau=c.tau, hard=c.hard, sparsity=c.sparsity,
-                               sparsity_kind=c.sparsity_kind)
+                               sparsity_kind=c.sparsity_kind, latency=s.latency, latency_weight=c.latency_weight,
+                               latency_target=c.latency_target)
         if phase == "retrain" and c.augment:
             batch = augment(batch, c.seed, step)
         return supervised_loss(s.space, s.network, batch, balancer)
@@ -215,10 +235,16 @@ class Trainer:
                    balancer: Balancer) -> None:
         total, session, c = self.session.total_steps(phase), self.session, self.config
         session.network.train()
+        bilevel = phase == "search" and c.bilevel
+        # bi-level: the α step of step k is taken on validation batch k first, then θ's on training batch k
+        alpha_batches = iter(self._loader(phase, start, session.validation, VALIDATION_STREAM)) if bilevel else None
+        updated = {k: o for k, o in optimizers.items() if not (bilevel and k == "alpha")}
         began = time.perf_counter() - elapsed
         bar = tqdm(total=total, initial=start, desc=phase, unit="step", disable=not self.progress, leave=True)
         for step, batch in enumerate(self._loader(phase, start), start=start + 1):
+            alpha_loss = self._alpha_step(phase, step, next(alpha_batches), optimizers, balancer) if bilevel else None
             batch = batch_to(batch, session.device)
+            self.batches_seen["train"] += 1
             result = self._step(phase, step, batch, balancer)
             self._require_finite(phase, step, result)
             for optimizer in optimizers.values():
@@ -227,7 +253,7 @@ class Trainer:
                 self._backward_measuring_conflicts(phase, step, result, balancer)
             else:
                 result.loss.backward()
-            for optimizer in optimizers.values():
+            for optimizer in updated.values():
                 optimizer.step()
             for scheduler in schedulers.values():
                 scheduler.step()
@@ -236,13 +262,25 @@ class Trainer:
             bar.update()
             elapsed = time.perf_counter() - began
             if step % c.log_every == 0 or step == total:
-                self._log(phase, step, elapsed, result, batch, optimizers)
+                self._log(phase, step, elapsed, result, batch, optimizers, alpha_loss)
                 bar.set_postfix(loss=f"{result.loss.item():.4f}")
             if phase == "retrain" and (step % c.val_every == 0 or step == total):
                 self._validate(phase, step)
             if step % c.checkpoint_every == 0 or step == total:
                 self._save(phase, step, elapsed, optimizers, schedulers, balancer)
         bar.close()
+
+    def _alpha_step(self, phase: str, step: int, batch: dict, optimizers: dict, balancer: Balancer) -> float:
+        """First-order DARTS: one step of the gate logits on a validation batch, the weights held."""
+        batch = batch_to(batch, self.session.device)
+        self.batches_seen["val"] += 1
+        result = self._step(phase, step, batch, balancer)
+        self._require_finite(phase, step, result)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        optimizers["alpha"].step()
+        return result.loss.item()
 
     def _backward_measuring_conflicts(self, phase: str, step: int, result: StepResult, balancer: Balancer) -> None:
         """The update's gradients, one task at a time; their pairwise cosines go to conflicts.csv."""
@@ -275,9 +313,7 @@ class Trainer:
         """Metrics on the validation split; best.pt keeps the weights with the best multi-task score Δ_MTL
         (against the trivial predictor, on each task's finest head)."""
         s, c = self.session, self.config
-        if self._validation_data is None:
-            self._validation_data = open_dataset(c.data, "val", Session.synthetic_spec(c))
-        table = evaluate(s.network, s.space, self._validation_data, s.device, c.batch_size)
+        table = evaluate(s.network, s.space, s.validation, s.device, c.batch_size)
         score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), s.space.tasks)
         key = self._row_key(phase, step)
         rows = table[table["model"] == "network"]
@@ -290,7 +326,8 @@ class Trainer:
                                                  "delta_mtl": score, "network": s.network.state_dict()})
 
     # -- logs ----------------------------------------------------------------------------------------------
-    def _log(self, phase: str, step: int, elapsed: float, result: StepResult, batch: dict, optimizers: dict) -> None:
+    def _log(self, phase: str, step: int, elapsed: float, result: StepResult, batch: dict, optimizers: dict,
+             alpha_loss: float | None = None) -> None:
         s = self.session
         key = self._row_key(phase, step)
         row = dict(key, loss=result.loss.item())
@@ -305,11 +342,15 @@ class Trainer:
         if phase == "search":
             row["gate_lr"] = optimizers["alpha"].param_groups[0]["lr"]
             row["sparsity"] = result.sparsity.item()
+            if alpha_loss is not None:
+                row["alpha_loss"] = alpha_loss  # the bi-level α step's objective, on its validation batch
         row["wall_time"] = elapsed
         self.run.tables["metrics"].extend([row])
         self.run.tables["deltas"].extend([dict(key, head=h, value=d.detach().abs().mean().item())
                                           for h, d in result.deltas.items()])
         if phase == "search":
             probs, logits = s.gates.probabilities(), s.gates.on_logits()
-            self.run.tables["gates"].extend([dict(key, tau=self.config.tau, head=h, logit=logits[h], prob=probs[h],
-                                                  alpha=result.alphas[h].item()) for h in s.gates.heads])
+            extra = {} if result.expected_latency is None else {"expected_ms": result.expected_latency.item()}
+            self.run.tables["gates"].extend([dict(key, tau=self.config.tau, relaxation=self.config.relaxation,
+                                                  head=h, logit=logits[h], prob=probs[h],
+                                                  alpha=result.alphas[h].item(), **extra) for h in s.gates.heads])

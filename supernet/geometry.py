@@ -86,7 +86,11 @@ def rescale_output(kind: str, x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def motion_to_flow(kind: str, motion: torch.Tensor, factor: int, h: int, w: int) -> torch.Tensor:
-    """A coarser motion estimate (flow or corner offsets) as a dense flow at an h×w scale `factor` times finer."""
+    """A coarser motion estimate (flow or corner offsets) as a dense flow at an h×w scale `factor` times finer.
+
+    The homography geometry runs in fp32 whatever the network's precision: the square-to-quad determinant is
+    about −w·h, which overflows fp16 above ~256×256 (the perspective terms would silently become 0)."""
     if kind == "flow":
         return rescale_output("flow", motion, factor)
-    return flow_from_homography(homography_from_offsets(motion * factor, h, w), h, w)
+    offsets = (motion * factor).float()
+    return flow_from_homography(homography_from_offsets(offsets, h, w), h, w).to(motion.dtype)

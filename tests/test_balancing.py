@@ -69,3 +69,31 @@ def test_uw_learns_to_down_weight_the_larger_loss():
         optimizer.step()
     final = uw.weights(_losses(1.0, 1.0, 1.0))
     assert final["restoration"] > final["segmentation"] > final["flow"]
+
+
+def test_dwa_history_is_restored_where_its_running_sums_live():
+    # a checkpoint loads on the CPU (and here in float32) while the module lives elsewhere (here float64, on a GPU
+    # in training): the restored history must follow the module, or the next epoch boundary mixes the two
+    tasks = [TASKS["restoration"], TASKS["flow"]]
+    trained = balancing.make("dwa", tasks)
+    for _ in range(3):
+        trained.weights({"restoration": torch.tensor(1.0), "flow": torch.tensor(2.0)})
+        trained.end_epoch()
+    resumed = balancing.make("dwa", tasks).double()
+    resumed.load_state_dict(trained.state_dict())
+    assert resumed.history.dtype == resumed.running.dtype == torch.float64
+    assert resumed.history.device == resumed.running.device
+    torch.testing.assert_close(resumed.history, trained.history.double())
+    resumed.weights({"restoration": torch.tensor(1.0, dtype=torch.float64), "flow": torch.tensor(2.0,
+                                                                                              dtype=torch.float64)})
+    resumed.end_epoch()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dwa_resumed_on_a_gpu_keeps_its_history_there():
+    tasks = [TASKS["restoration"], TASKS["flow"]]
+    trained = balancing.make("dwa", tasks)
+    trained.end_epoch()
+    resumed = balancing.make("dwa", tasks).cuda()
+    resumed.load_state_dict(trained.state_dict())
+    assert resumed.history.device.type == "cuda"

@@ -130,3 +130,15 @@ def test_bad_targets_get_one_line_errors(tmp_path, capsys):
                       out=tmp_path / "run", progress=False)
     nss.save_architecture(run / "architecture.json", Architecture(space, space.fixed + ("flow@2",)))
     fails(["evaluate", str(run)], "checkpoint was made for another network")
+
+
+def test_fp16_homography_geometry_holds_at_512(tmp_path):
+    # the square-to-quad determinant is about −w·h = −262144 at 512×512, beyond fp16's 65504: the geometry must
+    # run in fp32 inside the fp16 graph, or the coarse homography's warp of the finer scales goes wrong
+    torch.manual_seed(0)
+    network = build_network(get_space("most_net_pp"), TINY)
+    with torch.no_grad():
+        for head in ("homography@3", "homography@2"):  # a visible perspective, so the geometry matters
+            network.heads[head].regress[1].bias.copy_(torch.tensor([2.0, 1.0, -3.0, 2.0, 1.5, -2.5, -1.0, -2.0]))
+    report = export_onnx(network, tmp_path / "pp.onnx", 512, 512, fp16=True)
+    assert report["max_abs_diff"] < 0.05

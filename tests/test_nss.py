@@ -72,15 +72,67 @@ def test_sparsity_penalties():
     assert sparsity_penalty(alphas, "l1").item() == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("hard", [False, True])
-def test_gate_samples(hard):
-    gates = Gates(("a", "b", "c"))
-    alphas = gates.sample(tau=5.0, hard=hard)
-    values = torch.stack(list(alphas.values()))
-    assert ((values > 0) & (values < 1)).all() if not hard else set(values.tolist()) <= {0.0, 1.0}
-    values.sum().backward()
-    assert gates.logits.grad is not None and gates.logits.grad.abs().sum() > 0
-    assert gates.probabilities() == {"a": 0.5, "b": 0.5, "c": 0.5}
+RELAXATION_CASES = [("gumbel", False), ("gumbel", True), ("softmax", False), ("gdas", False), ("concrete", False),
+                    ("dirichlet", False)]
+
+
+@pytest.mark.parametrize("relaxation, hard", RELAXATION_CASES)
+def test_every_relaxation_samples_in_the_unit_interval_and_reaches_every_logit(relaxation, hard):
+    torch.manual_seed(1)
+    gates = Gates(("a", "b", "c", "d"), relaxation)
+    with torch.no_grad():
+        gates.logits.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0], [-1.0, 1.0], [0.3, 0.2]]))
+    sample = gates.sample(tau=2.0, hard=hard)
+    alphas, costs = torch.stack(list(sample.alphas.values())), torch.stack(list(sample.costs.values()))
+    if relaxation == "gdas" or hard:
+        assert set(alphas.tolist()) <= {0.0, 1.0}  # the forward is one-hot …
+        assert ((costs > 0) & (costs < 1)).all()  # … the cost terms see the soft sample
+    else:
+        assert ((alphas >= 0) & (alphas <= 1)).all()
+    gradient = alphas.sum() + costs.sum() + (sample.log_prob if sample.log_prob is not None else 0)
+    gradient.backward()
+    assert (gates.logits.grad.abs().sum(dim=1) > 0).all(), "some logit got no gradient"
+    probabilities = gates.probabilities()
+    assert probabilities["a"] > 0.5 > probabilities["c"] and all(0 < p < 1 for p in probabilities.values())
+
+
+def test_softmax_has_no_noise_and_gdas_equals_hard_gumbel():
+    gates = Gates(("a", "b"), "softmax")
+    with torch.no_grad():
+        gates.logits.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    first, second = gates.sample(tau=2.0).alphas, gates.sample(tau=2.0).alphas
+    assert first["a"].item() == second["a"].item() == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item())
+    torch.manual_seed(3)
+    gdas = Gates(("a", "b"), "gdas").sample(tau=1.0).alphas
+    torch.manual_seed(3)
+    hard = Gates(("a", "b"), "gumbel").sample(tau=1.0, hard=True).alphas
+    assert {k: v.item() for k, v in gdas.items()} == {k: v.item() for k, v in hard.items()}
+
+
+def test_hard_gates_with_the_log_penalty_keep_pressure_on_gates_sampled_off():
+    # a gate sampled off has α = 0 in the forward; the penalty must stay finite and still push its on-logit down
+    gates = Gates(tuple("abcdefgh"), "gumbel")
+    torch.manual_seed(0)
+    sample = gates.sample(tau=1.0, hard=True)
+    off = [h for h, a in sample.alphas.items() if a.item() == 0.0]
+    assert off, "pick a seed that samples some gate off"
+    penalty = sparsity_penalty(sample.costs, "log")
+    assert penalty.item() > len(gates.heads) * math.log(1e-3)  # not a sum of log(1e-6) clamps
+    grad, = torch.autograd.grad(penalty, gates.logits)
+    index = {h: i for i, h in enumerate(gates.heads)}
+    assert all(grad[index[h], 0] > 0 for h in off)  # minimising the penalty lowers their on-logit too
+
+
+def test_concrete_credits_the_costs_through_the_log_probability():
+    space = get_space("most_net_plus")
+    network, gates = build_network(space, get_size("tiny")), Gates(space.searchable, "concrete")
+    torch.manual_seed(0)
+    result = search_loss(space, network, gates, tiny_batch(), tau=5.0, hard=False, sparsity=1.0,
+                         sparsity_kind="log")
+    kept = sum(1 for a in result.alphas.values())  # the L0 count of the discrete sample
+    assert 0 <= result.sparsity.item() <= kept and float(result.sparsity.item()).is_integer()
+    grad, = torch.autograd.grad(result.extra, gates.logits)
+    assert (grad.abs().sum(dim=1) > 0).all()  # score function: cost · ∇ log p(z) reaches every logit
 
 
 @pytest.mark.parametrize("preset", ["most_net_plus", "most_net_pp"])

@@ -51,12 +51,17 @@ def test_search_writes_a_complete_run_folder(tmp_path):
     assert (state["phase"], state["step"]) == ("search", 6)
 
 
-def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
-    options = dict(pretrain_steps=6, search_steps=300, checkpoint_every=3, log_every=3)
+@pytest.mark.parametrize("variant", [[], ["--relaxation", "softmax"], ["--relaxation", "gdas"],
+                                     ["--relaxation", "concrete"], ["--relaxation", "dirichlet"], ["--bilevel"]],
+                         ids=["gumbel", "softmax", "gdas", "concrete", "dirichlet", "bilevel"])
+def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path, variant):
+    options = dict(pretrain_steps=6, search_steps=30, checkpoint_every=3, log_every=3,
+                   relaxation=variant[1] if variant[:1] == ["--relaxation"] else "gumbel",
+                   bilevel=variant == ["--bilevel"])
     reference = nss.search(tiny_config(**options), out=tmp_path / "reference", progress=False)
 
-    flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "300", "--checkpoint-every", "3",
-                          "--log-every", "3"]
+    flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "30", "--checkpoint-every", "3",
+                          "--log-every", "3"] + variant
     run = kill_mid_run(["search"] + flags, tmp_path / "killed", "search")
     resumed = nss.search(out=run, resume=True, progress=False)
     assert resumed.architecture == reference.architecture
@@ -237,3 +242,40 @@ def test_derive_from_a_search_run_and_from_a_list_of_heads(tmp_path, capsys):
     _fails_with_one_line(["derive", "--heads", heads, "--out", str(tmp_path / "mine.json")], capsys,
                          "already exists")
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_gates_near_the_threshold_are_reported_undecided(tmp_path, capsys):
+    # a short search leaves every gate near 0.5: with a margin of 0.15 all are undecided, with 0 none is
+    assert main(["search", *TINY_FLAGS, "--margin", "0.15", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "architecture.json").read_text())
+    probabilities = saved["gates"]
+    undecided = [h for h, p in probabilities.items() if abs(p - 0.5) < 0.15]
+    assert saved["undecided"] == undecided and saved["margin"] == 0.15 and undecided
+    assert f"{len(undecided)} undecided: {', '.join(undecided)}" in out and out.count(", undecided)") == len(undecided)
+    assert main(["search", *TINY_FLAGS, "--margin", "0", "--out", str(tmp_path / "sure")]) == 0
+    assert "decisive: every gate ended at least 0.0 away" in capsys.readouterr().out
+    assert nss.search(out=tmp_path / "sure", resume=True, progress=False).undecided == ()
+    _fails_with_one_line(["search", "--margin", "0.5", "--out", str(tmp_path / "bad")], capsys,
+                         "--margin: must be in [0, 0.5)")
+
+
+def test_logs_are_appended_not_rewritten_at_every_checkpoint(tmp_path):
+    from nss.runfolder import Table
+    table = Table(tmp_path / "metrics.csv")
+    table.extend([{"phase": "pretrain", "step": 1, "loss": 1.0}])
+    table.flush()
+    inode, sizes = (tmp_path / "metrics.csv").stat().st_ino, []
+    for step in range(2, 200):
+        table.extend([{"phase": "pretrain", "step": step, "loss": 1.0 / step}])
+        table.flush()
+        sizes.append((tmp_path / "metrics.csv").stat().st_size)
+    assert (tmp_path / "metrics.csv").stat().st_ino == inode  # never replaced: appended to
+    assert table.bytes_written <= 1.01 * sizes[-1]  # each row written once
+    table.extend([{"phase": "search", "step": 1, "loss": 0.5, "sparsity": -3.0}])  # a new phase's new column
+    table.flush()
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(frame) == 200 and list(frame.columns) == ["phase", "step", "loss", "sparsity"]
+    assert frame["sparsity"].isna().sum() == 199 and frame["loss"].iloc[-2] == pytest.approx(1 / 199)
+    table.cut_back(150, "pretrain", 0)  # what a resumed run keeps: the rows its checkpoint had flushed
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 150 and table.rows_written == 150

@@ -6,8 +6,8 @@ from nss.balancing import make as make_balancer
 from nss.steps import search_loss, supervised_loss
 from nss.gates import Gates
 from search_spaces import Architecture, get_size, get_space, list_spaces, parse_head
-from supernet import (build_network, flow_from_homography, homography_from_offsets, rescale_output,
-                      required_divisor, warp)
+from supernet import (build_network, flow_from_homography, homography_from_offsets, motion_to_flow,
+                      rescale_output, required_divisor, warp)
 
 from conftest import tiny_batch
 
@@ -144,3 +144,12 @@ def test_upsampling_operator_scales_flow_and_offsets():
     image = torch.rand(1, 3, 4, 4)
     assert torch.allclose(rescale_output("image", image, 2).mean(), image.mean(), atol=1e-6)
     assert required_divisor(3) == 16
+
+
+def test_homography_geometry_in_a_half_precision_network_stays_exact_at_512():
+    # fp16 overflows the square-to-quad determinant (~ −w·h) above ~256×256, which zeroes the perspective terms
+    offsets = torch.tensor([[[6.0, 4.0], [-5.0, 3.0], [-4.0, -6.0], [5.0, -3.0]]])
+    reference = motion_to_flow("homography", offsets, 1, 512, 512)
+    half = motion_to_flow("homography", offsets.half(), 1, 512, 512)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), reference, atol=5e-3, rtol=0)

@@ -1,67 +1,32 @@
-"""The folder format for real data (DESIGN §8): reading with sparse labels, writing, and checking.
+"""The folder format for real data (DESIGN §8): reading with sparse labels, and checking.
 
-    DATA/meta.json                          {"tasks": [...], "frame_size": [H, W], "splits": {split: [clip, ...]}}
-    DATA/clips/<clip>/input/NNNNNN.png      degraded frames
-    DATA/clips/<clip>/target/NNNNNN.png     clean frames (restoration)
-    DATA/clips/<clip>/mask/NNNNNN.png       masks, may be sparse (segmentation)
-    DATA/clips/<clip>/flow/NNNNNN.npy       float32 H×W×2 backward flow: frame N at (x, y) shows what N-1 shows
-                                            at (x+dx, y+dy)
-    DATA/clips/<clip>/homography/NNNNNN.txt 3×3 matrix mapping frame N-1 to N
+    DATA/meta.json                              {"tasks": [...], "frame_size": [H, W], "splits": {split: [clip, ...]}}
+    DATA/clips/<clip>/input/NNNNNN.png|jpg      degraded frames
+    DATA/clips/<clip>/target/NNNNNN.png|jpg     clean frames (restoration)
+    DATA/clips/<clip>/mask/NNNNNN.png           masks, may be sparse (segmentation; grey, palette or RGB)
+    DATA/clips/<clip>/flow/NNNNNN.npy|flo|png   backward flow: frame N at (x, y) shows what N-1 shows at
+                                                (x+dx, y+dy) (our .npy, Middlebury .flo, KITTI 16-bit PNG)
+    DATA/clips/<clip>/homography/NNNNNN.txt     3×3 matrix mapping frame N-1 to N
 
 Coordinates are continuous pixel coordinates: pixel (row i, column j) has its centre at (j + 0.5, i + 0.5).
+Frame numbers must run on: a gap (000001, 000003) ends one run of pairs and starts another, so no pair spans it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from search_spaces import read_json
 
 from ..errors import DataError
+from .formats import SUFFIXES, read_flow, read_image, read_mask
 from .samples import KIND_OF_TASK, LABEL_DIRS, make_sample
 
-SUFFIX = {"image": ".png", "mask": ".png", "flow": ".npy", "homography": ".txt"}
-
-
-# -- reading one file (every error names the file) -----------------------------------------------------------
-def _check_size(path: Path, shape: tuple[int, ...], size: tuple[int, int]) -> None:
-    if tuple(shape[:2]) != tuple(size):
-        raise DataError(f"{path}: size {shape[1]}x{shape[0]} does not match the frame size {size[1]}x{size[0]}")
-
-
-def read_image(path: Path, size: tuple[int, int], mode: str = "RGB") -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1] (mode "L": (H, W))."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            bits = 16 if img.mode.startswith("I;16") else 8
-            array = np.asarray(img if bits == 16 and mode == "L" else img.convert(mode), np.float32)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"{path}: corrupt or unreadable image ({type(err).__name__})") from None
-    _check_size(path, array.shape, size)
-    return array / (65535.0 if bits == 16 else 255.0)
-
-
-def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
-    return (read_image(path, size, "L") > 0.5).astype(np.float32)
-
-
-def read_flow(path: Path, size: tuple[int, int]) -> np.ndarray:
-    try:
-        flow = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError) as err:
-        raise DataError(f"{path}: corrupt or unreadable .npy ({err})") from None
-    if flow.ndim != 3 or flow.shape[2] != 2:
-        raise DataError(f"{path}: flow must be H×W×2, got shape {flow.shape}")
-    _check_size(path, flow.shape, size)
-    return flow.astype(np.float32)
+# Folder names people give label folders, and the one the format expects.
+MISNAMED = {"masks": "mask", "labels": "mask", "segmentation": "mask", "flows": "flow", "optical_flow": "flow",
+            "targets": "target", "gt": "target", "clean": "target", "homographies": "homography"}
 
 
 def read_homography(path: Path) -> np.ndarray:
@@ -78,14 +43,35 @@ def read_homography(path: Path) -> np.ndarray:
     return hom
 
 
-def read_label(kind: str, path: Path, size: tuple[int, int]) -> np.ndarray:
+def read_label(kind: str, path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A label and its per-pixel weight (None: every pixel labelled) in the layout make_sample takes."""
     if kind == "image":
-        return read_image(path, size)
+        return read_image(path, size), None
     if kind == "mask":
         return read_mask(path, size)
     if kind == "flow":
         return read_flow(path, size)
-    return read_homography(path)
+    return read_homography(path), None
+
+
+def find_file(folder: Path, stem: str, kind: str) -> Path | None:
+    """The file of frame `stem` in a label (or input) folder, in any accepted encoding."""
+    for suffix in SUFFIXES[kind]:
+        path = folder / f"{stem}{suffix}"
+        if path.exists():
+            return path
+    return None
+
+
+def frame_runs(stems: list[str]) -> list[list[str]]:
+    """Runs of consecutively numbered frames (a gap starts a new run); stems must be numbers."""
+    runs: list[list[str]] = []
+    for stem in sorted(stems, key=int):
+        if runs and int(stem) == int(runs[-1][-1]) + 1:
+            runs[-1].append(stem)
+        else:
+            runs.append([stem])
+    return runs
 
 
 # -- meta.json -----------------------------------------------------------------------------------------------
@@ -108,37 +94,67 @@ def read_meta(root: Path) -> dict:
     return meta
 
 
+def _input_frames(clip_dir: Path) -> list[str]:
+    stems = sorted({p.stem for p in (clip_dir / "input").glob("*") if p.suffix.lower() in SUFFIXES["image"]})
+    bad = [s for s in stems if not s.isdigit()]
+    if bad:
+        raise DataError(f"{clip_dir / 'input'}: frame names must be numbers (000001.png …), got {bad[0]!r}")
+    return stems
+
+
+def _unlabelled(root: Path, clips: list[str], kind: str) -> str | None:
+    """Why a declared task has no label in these clips (a missing or misnamed folder), None if it has some."""
+    for clip in clips:
+        folder = root / "clips" / str(clip) / LABEL_DIRS[kind]
+        if any(find_file(folder, p.stem, kind) for p in folder.glob("*")):
+            return None
+    misnamed = sorted({p.name for clip in clips if (root / "clips" / str(clip)).is_dir()
+                       for p in (root / "clips" / str(clip)).iterdir()
+                       if p.is_dir() and MISNAMED.get(p.name) == LABEL_DIRS[kind]})
+    hint = f"; found {', '.join(m + '/' for m in misnamed)}, a misnamed {LABEL_DIRS[kind]}/ folder?" if misnamed else ""
+    return f"no {LABEL_DIRS[kind]}/ labels in any of its clips (DATA/clips/<clip>/{LABEL_DIRS[kind]}/NNNNNN" \
+           f"{SUFFIXES[kind][0]}){hint}"
+
+
 class FolderDataset(Dataset):
-    """Pairs (frame t-1, frame t) of the clips of one split. Missing label files mean 'unlabelled' for that
-    frame and task (sparse annotation): `valid[kind]` is False and that frame adds no loss for the task."""
+    """Pairs (frame t-1, frame t) of consecutive frames of the clips of one split. A missing label file means
+    'unlabelled' for that frame and task (sparse annotation): `valid[kind]` is False and that frame adds no loss for
+    the task; ignored pixels (palette 255, KITTI's invalid flow) carry weight 0."""
 
     def __init__(self, root: str | Path, split: str = "train"):
         self.root = Path(root)
         meta = read_meta(self.root)
         if split not in meta["splits"]:
             raise DataError(f"{self.root / 'meta.json'}: no split {split!r} (has {sorted(meta['splits'])})")
-        self.split = split
+        self.split, self.clips = split, [str(c) for c in meta["splits"][split]]
         self.frame_size = tuple(meta["frame_size"])
         self.kinds = tuple(KIND_OF_TASK[t] for t in meta["tasks"])
         self.pairs: list[tuple[Path, str, str]] = []
-        for clip in meta["splits"][split]:
-            frames = sorted(p.stem for p in (self.root / "clips" / str(clip) / "input").glob("*.png"))
-            if len(frames) < 2:
-                raise DataError(f"{self.root / 'clips' / str(clip) / 'input'}: needs at least 2 PNG frames, "
-                                f"found {len(frames)}")
-            self.pairs += [(self.root / "clips" / str(clip), a, b) for a, b in zip(frames, frames[1:])]
+        for clip in self.clips:
+            clip_dir = self.root / "clips" / clip
+            runs = frame_runs(_input_frames(clip_dir))
+            pairs = [(clip_dir, a, b) for run in runs for a, b in zip(run, run[1:])]
+            if not pairs:
+                raise DataError(f"{clip_dir / 'input'}: needs at least 2 consecutively numbered frames")
+            self.pairs += pairs
+
+    def unlabelled_tasks(self) -> dict[str, str]:
+        """Declared tasks without a single label in this split, with why (e.g. a misnamed folder)."""
+        reasons = {t: _unlabelled(self.root, self.clips, KIND_OF_TASK[t]) for t in read_meta(self.root)["tasks"]}
+        return {t: why for t, why in reasons.items() if why}
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
         clip, previous, current = self.pairs[index]
-        labels = {}
+        labels, weights = {}, {}
         for kind in self.kinds:
-            path = clip / LABEL_DIRS[kind] / (current + SUFFIX[kind])
-            labels[kind] = read_label(kind, path, self.frame_size) if path.exists() else None
-        return make_sample(read_image(clip / "input" / f"{previous}.png", self.frame_size),
-                           read_image(clip / "input" / f"{current}.png", self.frame_size), labels, self.kinds)
+            path = find_file(clip / LABEL_DIRS[kind], current, kind)
+            labels[kind], weights[kind] = read_label(kind, path, self.frame_size) if path else (None, None)
+        return make_sample(read_image(find_file(clip / "input", previous, "image"), self.frame_size),
+                           read_image(find_file(clip / "input", current, "image"), self.frame_size),
+                           labels, self.kinds, weights)
 
 
 def check_folder(root: str | Path) -> list[str]:
@@ -153,25 +169,39 @@ def check_folder(root: str | Path) -> list[str]:
     for split, clips in meta["splits"].items():
         if not clips:
             problems.append(f"{root / 'meta.json'}: split {split!r} has no clips")
+        for task in meta["tasks"]:
+            why = _unlabelled(root, [str(c) for c in clips], KIND_OF_TASK[task])
+            if why and clips:
+                problems.append(f"{root / 'meta.json'}: task {task!r} of split {split!r}: {why}")
         for clip in clips:
             clip_dir = root / "clips" / str(clip)
-            frames = {p.stem for p in (clip_dir / "input").glob("*.png")}
-            if len(frames) < 2:
-                problems.append(f"{clip_dir / 'input'}: needs at least 2 PNG frames, found {len(frames)}")
-            for name in sorted(frames):
+            try:
+                stems = _input_frames(clip_dir)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            runs = frame_runs(stems)
+            if sum(len(r) - 1 for r in runs) < 1:
+                problems.append(f"{clip_dir / 'input'}: needs at least 2 consecutively numbered frames, found "
+                                f"{len(stems)}")
+            for before, after in zip(runs, runs[1:]):
+                problems.append(f"{clip_dir / 'input'}: frames jump from {before[-1]} to {after[0]}; the gap splits "
+                                "the clip (no training pair spans it)")
+            for stem in stems:
                 try:
-                    read_image(clip_dir / "input" / f"{name}.png", size)
+                    read_image(find_file(clip_dir / "input", stem, "image"), size)
                 except DataError as err:
                     problems.append(str(err))
             for kind in kinds:
                 for path in sorted((clip_dir / LABEL_DIRS[kind]).glob("*")):
-                    if path.suffix != SUFFIX[kind]:
-                        problems.append(f"{path}: unexpected file (labels of this task are *{SUFFIX[kind]})")
+                    if path.suffix.lower() not in SUFFIXES[kind]:
+                        problems.append(f"{path}: unexpected file (labels of this task are "
+                                        f"{', '.join('*' + s for s in SUFFIXES[kind])})")
                         continue
-                    if path.stem not in frames:
-                        problems.append(f"{path}: label without an input frame {path.stem}.png")
+                    if path.stem not in stems:
+                        problems.append(f"{path}: label without an input frame {path.stem}")
                     try:
-                        label = read_label(kind, path, size)
+                        label, _ = read_label(kind, path, size)
                     except DataError as err:
                         problems.append(str(err))
                         continue

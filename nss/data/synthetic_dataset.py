@@ -22,6 +22,9 @@ class SyntheticDataset(Dataset):
     def frame_size(self) -> tuple[int, int]:
         return self.spec.height, self.spec.width
 
+    def unlabelled_tasks(self) -> dict[str, str]:
+        return {}  # every kind of label, on every frame
+
     def __len__(self) -> int:
         return self.spec.clips_in(self.split) * self.pairs_per_clip
 

@@ -1,0 +1,195 @@
+"""`nss sweep`: one search per combination of the values given for search options, run as trials on Ray Tune.
+
+Pretraining does not depend on the search-only options (τ, μ, …): by default each distinct pretraining (one per
+seed, space, network, … in the grid) runs once first and the searches start from it, as the dissertation does.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from search_spaces import get_space
+
+from .config import FIELDS, OPTIONS_OF, SEARCH_ONLY, RunConfig, coerce, resolve_config
+from .errors import NSSError
+from .io import atomic_write
+from .trials import Experiment, ListSource, Resources, Trial, ray_session, run_trials
+
+# Options a grid may vary: everything `nss search` takes but the data-loading processes (--workers means
+# concurrent trials here) and --from (the sweep makes its own pretrainings).
+SWEEPABLE = tuple(o for o in OPTIONS_OF["search"] if o not in ("workers", "from_run"))
+PRETRAIN_MODES = ("shared", "per-trial")
+# Short names in trial folder names: tau5-seed0, mu0.001-L0l1, …
+ALIASES = {"sparsity": "mu", "sparsity_kind": "L0", "threshold": "thr", "margin": "margin", "gate_lr": "glr",
+           "search_steps": "steps", "search_epochs": "epochs", "pretrain_steps": "psteps",
+           "pretrain_epochs": "pepochs", "frame_size": "size", "batch_size": "batch"}
+PATH_OPTIONS = ("data", "space", "architecture", "from_run")
+
+
+def parse_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Option → list of values (a comma-separated string or a sequence), every value of the option's type."""
+    parsed = {}
+    for name, values in grid.items():
+        if name not in SWEEPABLE:
+            raise NSSError(f"{name!r}: not an option a sweep can vary (choose from {', '.join(SWEEPABLE)})")
+        if isinstance(values, str):
+            values = [v.strip() for v in values.split(",")]
+        values = list(values) if isinstance(values, Sequence) else [values]
+        if not values or any(v == "" for v in values):
+            raise NSSError(f"--{name.replace('_', '-')}: an empty value in {values!r}")
+        parsed[name] = [coerce(name, _from_text(name, v)) for v in values]
+        if len(set(map(json.dumps, parsed[name]))) < len(parsed[name]):
+            raise NSSError(f"--{name.replace('_', '-')}: a value appears twice in {values!r}")
+    return parsed
+
+
+def _from_text(name: str, value: Any) -> Any:
+    """"true"/"false" for switches given on the command line; everything else as it is."""
+    if FIELDS[name].type.startswith("bool") and isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise NSSError(f"--{name.replace('_', '-')}: expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return value
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    text = Path(text).stem if ("/" in text or text.endswith(".json")) else text
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def _names(settings: list[dict[str, Any]], keys: list[str], prefix: str = "", alone: str = "trial") -> list[str]:
+    """Folder names from the settings that differ between trials (`alone` when none does); a hash tells apart the
+    ones that would clash."""
+    varied = [k for k in keys if len({json.dumps(s[k]) for s in settings}) > 1]
+    names = ["-".join([prefix] * bool(prefix) + [f"{ALIASES.get(k, k.replace('_', ''))}{_slug(s[k])}" for k in varied])
+             or alone for s in settings]
+    clashing = {n for n in names if names.count(n) > 1}
+    return [n + "-" + hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:6] if n in clashing else n
+            for n, s in zip(names, settings)]
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Trials may run elsewhere (a Ray worker, another node): every path they read is made absolute."""
+    out = dict(config)
+    for key in PATH_OPTIONS:
+        value = out.get(key)
+        if value and value != "synthetic" and (Path(value).exists() or str(value).endswith(".json")):
+            out[key] = str(Path(value).absolute())
+    return out
+
+
+def plan_trials(grid: dict[str, list[Any]], base: dict[str, Any], pretrain: str) -> tuple[list[Trial], list[Trial]]:
+    """The pretraining trials (shared mode) and the search trials of a grid over a base configuration."""
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    configs = [absolute_paths(dict(base, **combo)) for combo in combos]
+    searches = [Trial(name, "search", config, combo)
+                for name, config, combo in zip(_names(combos, list(grid)), configs, combos)]
+    if pretrain == "per-trial":
+        return [], searches
+    # searches whose configurations agree but for the search-only options share a pretraining
+    shared = [{k: v for k, v in c.items() if k not in SEARCH_ONLY} for c in configs]
+    keys = list(dict.fromkeys(json.dumps(s, sort_keys=True) for s in shared))
+    groups = [json.loads(k) for k in keys]
+    pretrain_keys = [k for k in grid if k not in SEARCH_ONLY]
+    group_settings = [{k: g[k] for k in pretrain_keys} for g in groups]
+    names = _names(group_settings, pretrain_keys, prefix="pretrain", alone="pretrain")
+    pretrainings = [Trial(name, "pretrain", group, settings)
+                    for name, group, settings in zip(names, groups, group_settings)]
+    by_key = dict(zip(keys, pretrainings))
+    searches = [replace(t, config=dict(t.config, from_run=None), options={"pretraining": by_key[k].name})
+                for t, k in zip(searches, (json.dumps(s, sort_keys=True) for s in shared))]
+    return pretrainings, searches
+
+
+def sweep_table(experiment: Experiment, trials: list[Trial], grid_keys: list[str]) -> pd.DataFrame:
+    """One row per search trial: its settings, status, architecture, kept heads, final on-probabilities."""
+    rows = []
+    for trial in trials:
+        record = experiment.record(trial.name) or {"status": "not run", "message": "", "result": {}}
+        result = record.get("result") or {}
+        row = {"trial": trial.name, **{k: trial.settings.get(k) for k in grid_keys}, "status": record["status"],
+               "message": record.get("message", ""), "architecture": result.get("architecture"),
+               "heads": ",".join(result.get("heads", [])), "undecided": ",".join(result.get("undecided", [])),
+               **{f"prob/{h}": p for h, p in result.get("probabilities", {}).items()},
+               "wall_time_s": record.get("wall_time_s"), "pretraining": trial.options.get("pretraining"),
+               "run": str(experiment.trial_dir(trial.name))}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _describe(record: dict[str, Any]) -> str:
+    result = record.get("result") or {}
+    if "architecture" not in result:
+        return ""
+    undecided = len(result["undecided"])
+    return f"architecture {result['architecture']} ({len(result['heads'])} heads, {undecided} undecided)"
+
+
+def sweep(grid: Mapping[str, Any] | None = None, out: str | Path = "runs/sweep", *,
+          base: RunConfig | None = None, pretrain: str = "shared", resources: Resources = Resources(),
+          max_trials: int = 256, force: bool = False, resume: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Search every combination of `grid` (option → values) over `base`; returns the sweep.csv table.
+
+    With `resume`, the sweep in `out` goes on: finished trials are kept, unfinished ones continue from their own
+    checkpoints (only `resources` may change)."""
+    experiment = Experiment(out, "sweep")
+    resources.validate()
+    if resume:
+        if grid or base is not None:
+            raise NSSError("a resumed sweep keeps its grid and options: give only --out (and resources) with --resume")
+        manifest = experiment.manifest()
+        grid, base_dict, pretrain = manifest["grid"], manifest["base"], manifest["pretrain"]
+    else:
+        if not grid:
+            raise NSSError("give at least one option to sweep, e.g. --tau 1,2,5 --seed 0,1,2")
+        if pretrain not in PRETRAIN_MODES:
+            raise NSSError(f"--pretrain: must be one of {', '.join(PRETRAIN_MODES)}, got {pretrain!r}")
+        grid = parse_grid(grid)
+        count = 1
+        for values in grid.values():
+            count *= len(values)
+        if count > max_trials:
+            raise NSSError(f"the grid has {count} trials, more than --max-trials {max_trials}")
+        base_dict = (base or RunConfig()).validate().to_dict()
+        get_space(base_dict["space"])  # an unknown space is bad input, not a trial error
+        experiment.refuse_existing(force)
+    pretrainings, searches = plan_trials(grid, base_dict, pretrain)
+    with ray_session(resources):
+        if not resume:
+            experiment.create({"grid": grid, "base": base_dict, "pretrain": pretrain, "max_trials": max_trials})
+        pending = [t for t in pretrainings if experiment.record(t.name) is None]
+        run_trials(ListSource(pending), experiment, resources, progress=progress)
+        ready = []
+        for trial in searches:
+            if experiment.record(trial.name) is not None:
+                continue
+            source = trial.options.get("pretraining")
+            if source is None:
+                ready.append(trial)
+                continue
+            made = experiment.record(source)
+            if made["status"] == "done":
+                ready.append(replace(trial, config=dict(trial.config, from_run=str(experiment.trial_dir(source)))))
+            else:
+                experiment.trial_dir(trial.name).mkdir(parents=True, exist_ok=True)
+                experiment.write_record(trial.name, {
+                    "name": trial.name, "job": trial.job, "settings": trial.settings, "status": "error",
+                    "message": f"its pretraining {source} failed: {made['message']}", "result": {},
+                    "wall_time_s": 0.0})
+        run_trials(ListSource(ready), experiment, resources, progress=progress, describe=_describe)
+    table = sweep_table(experiment, searches, list(grid))
+    atomic_write(experiment.path / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return table
+

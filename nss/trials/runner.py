@@ -1,0 +1,187 @@
+"""Trials on Ray Tune: a local Ray by default (`ray.init(address="local")`), an existing cluster with `address`.
+
+Trials come from a source (a fixed list for sweeps, Optuna's ask for tuning) through a Ray Tune searcher, run as
+Ray Tune trials with their CPU/GPU share, and report back through a callback that records them, prints a line
+per finished trial and moves the overall bar. The durable record is the experiment folder, not Ray's state: a
+resumed experiment starts a new Ray Tune run with the trials that have no record yet, and each of those
+continues from its own checkpoints.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol
+
+from tqdm import tqdm
+
+from ..errors import NSSError
+from .experiment import Experiment, Trial
+from .jobs import execute
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where and how many trials run: `workers` at a time, each with its CPU and GPU share."""
+
+    workers: int | None = None  # None: as many as the machine's CPUs allow (local Ray)
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    address: str | None = None  # None: a local Ray on this machine; else an existing cluster (host:port, ray://…)
+
+    def validate(self) -> "Resources":
+        if self.workers is not None and self.workers < 1:
+            raise NSSError(f"--workers: must be >= 1, got {self.workers}")
+        if self.cpus_per_trial < 1:
+            raise NSSError(f"--cpus-per-trial: must be >= 1, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise NSSError(f"--gpus-per-trial: must be >= 0, got {self.gpus_per_trial}")
+        return self
+
+    @property
+    def concurrent(self) -> int:
+        return self.workers or max(1, (os.cpu_count() or 1) // self.cpus_per_trial)
+
+
+class TrialSource(Protocol):
+    """Where trials come from: `next_trial` until None, `complete` with each one's record."""
+
+    def __len__(self) -> int: ...  # how many trials it will give at most (the bar's total)
+
+    def next_trial(self) -> Trial | None: ...
+
+    def complete(self, trial: Trial, record: dict[str, Any]) -> None: ...
+
+
+class ListSource:
+    def __init__(self, trials: list[Trial]):
+        self.pending = list(trials)
+        self.total = len(trials)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def next_trial(self) -> Trial | None:
+        return self.pending.pop(0) if self.pending else None
+
+    def complete(self, trial: Trial, record: dict[str, Any]) -> None:
+        pass
+
+
+def _reachable(address: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to host:port (the GCS or the Ray Client server) opens: ray.init waits minutes on
+    an address where nothing listens."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def ray_session(resources: Resources) -> Iterator[None]:
+    """Ray for the length of the block: the caller's session if one is up, else a local one or the cluster at
+    `resources.address` (shut down afterwards)."""
+    import ray
+    address = resources.address
+    if address is not None and address != "auto" and not _reachable(address):
+        raise NSSError(f"--address {address}: no Ray cluster answers there (start one with `ray start --head`, or "
+                       "leave --address out for a local Ray)")
+    if ray.is_initialized():
+        yield
+        return
+    # Trials see absolute paths and keep their working directory; Ray Tune's console tables stay off.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        if address is None:
+            import torch
+            gpus = torch.cuda.device_count() if resources.gpus_per_trial else 0
+            ray.init(address="local", num_cpus=resources.concurrent * resources.cpus_per_trial, num_gpus=gpus,
+                     include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise NSSError(f"--address {address}: cannot join the Ray cluster ({str(err).splitlines()[0]})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """A Ray Tune trial: one nss trial with torch using the trial's CPU share."""
+    import torch
+    from ray import tune
+    torch.set_num_threads(config["threads"])
+    record = execute(Trial.from_dict(config["trial"]), Experiment(config["root"], config["kind"]))
+    tune.report({"status": record["status"]})
+
+
+def run_trials(source: TrialSource, experiment: Experiment, resources: Resources, *, progress: bool = True,
+               describe: Callable[[dict[str, Any]], str] = lambda record: "") -> list[dict[str, Any]]:
+    """Run every trial `source` gives on Ray Tune (inside `ray_session`); returns their records in the order
+    they finished. `describe(record)` is what the progress line says of a finished trial."""
+    from ray import tune
+    from ray.tune.search import Searcher
+
+    records: list[dict[str, Any]] = []
+    if len(source) == 0:
+        return records
+    bar = tqdm(total=len(source), desc=experiment.kind, unit="trial", disable=not progress, leave=False)
+    running: dict[str, Trial] = {}
+
+    class Feed(Searcher):
+        def suggest(self, trial_id: str) -> dict | None:
+            trial = source.next_trial()
+            if trial is None:
+                return Searcher.FINISHED
+            running[trial.name] = trial
+            return {"trial": trial.to_dict(), "root": str(experiment.path), "kind": experiment.kind,
+                    "threads": resources.cpus_per_trial}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            pass  # recorded by the callback below, which also sees the errors of trials that crashed
+
+    class Report(tune.Callback):
+        def _finish(self, tune_trial, error: str | None) -> None:
+            trial = running.pop(tune_trial.config["trial"]["name"])
+            record = experiment.record(trial.name)
+            if record is None:  # the worker died before it could write its record (killed, out of memory)
+                record = {"name": trial.name, "job": trial.job, "settings": trial.settings, "status": "error",
+                          "message": f"the trial's process failed ({error or 'no record written'})",
+                          "result": {}, "wall_time_s": float("nan")}
+                experiment.write_record(trial.name, record)
+            source.complete(trial, record)
+            records.append(record)
+            bar.update()
+            if progress:
+                what = record["message"] or describe(record)
+                bar.write(f"[{len(records)}/{len(source)}] {trial.name}  {record['status']}"
+                          f"{'  ' + what if what else ''}  ({record['wall_time_s']:.1f} s)")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finish(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            lines = str(trial.get_error() or "").strip().splitlines()
+            self._finish(trial, lines[-1] if lines else None)
+
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # failures are our records, not Tune's tracebacks
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}),
+        tune_config=tune.TuneConfig(search_alg=Feed(), num_samples=len(source),
+                                    max_concurrent_trials=resources.concurrent, reuse_actors=True,
+                                    trial_name_creator=lambda t: t.config["trial"]["name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
+        run_config=tune.RunConfig(name=f"{experiment.kind}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(experiment.path / ".tune"), verbose=0, callbacks=[Report()]))
+    tuner.fit()
+    bar.close()
+    return records

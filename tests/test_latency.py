@@ -1,0 +1,151 @@
+"""Latency-aware search: the measured per-head cost table, the latency terms of the objective, bi-level search."""
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import nss
+from nss.cli import main
+from nss.costs import count_flops, count_parameters
+from nss.gates import Gates
+from nss.latency import CostTable, latency_penalty, measure_cost_table, predicted_latency
+from nss.train import Session, Trainer
+from search_spaces import Architecture, get_size, get_space
+from supernet import build_network
+
+from conftest import TINY_FLAGS, tiny_config
+
+SPACE = get_space("most_net_plus")
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """A cost table measured on the torch backend at a size where every head costs more than the timer's noise."""
+    return measure_cost_table(SPACE, size="cpu", height=128, width=128, backend="torch", iters=25, warmup=3)
+
+
+def test_every_head_costs_time_and_the_counts_are_exact(measured):
+    full = build_network(SPACE, get_size("cpu"))
+    for head in SPACE.searchable:
+        cost = measured["heads"][head]
+        assert cost["latency_ms"] > 0, head
+        without = build_network(Architecture(SPACE, tuple(h for h in SPACE.heads if h != head)), get_size("cpu"))
+        assert cost["params"] == count_parameters(full) - count_parameters(without)
+        assert cost["flops"] == count_flops(full, 128, 128) - count_flops(without, 128, 128)
+    base = build_network(Architecture(SPACE, SPACE.fixed), get_size("cpu"))
+    assert measured["base"]["params"] == count_parameters(base)
+    assert len(measured["checks"]) == 4 and all(abs(c["error_pct"]) < 60 for c in measured["checks"])
+    assert {"backend", "device", "precision", "input_size", "network", "space"} <= set(measured)
+    architecture = Architecture(SPACE, SPACE.fixed + ("flow@2",))
+    assert predicted_latency(measured, architecture) == pytest.approx(
+        measured["base"]["latency_ms"] + measured["heads"]["flow@2"]["latency_ms"])
+
+
+def hand_made_table(tmp_path, **changes) -> str:
+    """flow@1 costs 100 ms, every other searchable head 1 ms, the base 10 ms."""
+    heads = {h: {"latency_ms": 100.0 if h == "flow@1" else 1.0, "params": 1, "flops": 1} for h in SPACE.searchable}
+    table = {"space": SPACE.to_dict(), "backend": "torch", "device": "cpu", "precision": "fp32",
+             "input_size": [32, 32], "network": "tiny", "iters": 3, "base": {"latency_ms": 10.0},
+             "full": {"latency_ms": 115.0}, "heads": heads}
+    for key, value in changes.items():
+        if value is None:
+            table["heads"].pop(key)
+        elif key in table["heads"]:
+            table["heads"][key]["latency_ms"] = value
+        else:
+            table[key] = value
+    path = tmp_path / f"table{len(list(tmp_path.glob('table*')))}.json"
+    path.write_text(json.dumps(table))
+    return str(path)
+
+
+@pytest.mark.parametrize("target, direction", [(None, 1), (20.0, 1), (200.0, -1)])
+def test_the_latency_gradient_lowers_the_cost_and_a_target_pulls_from_below(tmp_path, target, direction):
+    table = CostTable.load(hand_made_table(tmp_path), SPACE)
+    gates = Gates(SPACE.searchable, "softmax")
+    alphas = gates.sample(tau=1.0).costs
+    expected = table.expected(alphas)
+    assert expected.item() == pytest.approx(10 + 0.5 * 105)
+    grad, = torch.autograd.grad(latency_penalty(expected, table, 1.0 if target is None else 0.0, target),
+                                gates.logits)
+    # descending the gradient lowers every on-logit (cost falls); below the target it raises them
+    assert (torch.sign(grad[:, 0]) == direction).all() and (torch.sign(grad[:, 1]) == -direction).all()
+    costliest = SPACE.searchable.index("flow@1")
+    assert grad[costliest, 0].abs() == grad[:, 0].abs().max()
+
+
+def test_a_latency_weight_drops_the_costliest_head_first(tmp_path):
+    # Adam moves every gate whose gradient keeps its sign at the same speed, whatever its size: the cost decides
+    # which heads' latency gradient outweighs what the tasks say of them, and the costliest one goes first.
+    table = hand_made_table(tmp_path)
+    final = {}
+    for weight in (0.0, 0.1):
+        config = tiny_config(latency_table=table, latency_weight=weight, pretrain_steps=2, search_steps=40,
+                             conflicts_every=0)
+        final[weight] = nss.search(config, out=tmp_path / f"run{weight}", progress=False)
+    lowered = {h: final[0.0].probabilities[h] - final[0.1].probabilities[h] for h in SPACE.searchable}
+    assert max(lowered, key=lowered.get) == "flow@1" and lowered["flow@1"] > 0.1
+    assert "flow@1" in final[0.0].architecture.heads and "flow@1" not in final[0.1].architecture.heads
+    result = final[0.1]
+    gates = pd.read_csv(result.run_dir / "gates.csv")
+    assert {"expected_ms", "relaxation"} <= set(gates) and set(gates["relaxation"]) == {"gumbel"}
+    expected = gates.groupby("step")["expected_ms"].first()  # E[lat] of each logged step's gate sample
+    assert expected.between(10, 115).all() and expected.nunique() > 1
+    assert result.predicted_latency_ms == pytest.approx(10 + sum(100.0 if h == "flow@1" else 1.0
+                                                                 for h in result.architecture.heads
+                                                                 if h in SPACE.searchable))
+    assert result.measured_latency_ms is not None and result.measured_latency_ms > 0  # torch on this CPU
+    saved = json.loads((result.run_dir / "architecture.json").read_text())
+    assert saved["predicted_latency_ms"] == result.predicted_latency_ms
+    assert (result.run_dir / "latency.json").is_file()  # the run's own copy, for --resume
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"space": get_space("most_net_pp").to_dict()}, "measured for space 'most_net_pp'"),
+    ({"flow@2": None}, "no cost for head(s) flow@2"),
+    ({"flow@2": -1.0}, "the latency of flow@2 is -1.0; costs must be finite and >= 0"),
+    ({"flow@2": float("nan")}, "the latency of flow@2 is nan"),
+])
+def test_bad_cost_tables_are_one_line_errors_and_write_nothing(tmp_path, capsys, changes, message):
+    table = hand_made_table(tmp_path, **changes)
+    out = tmp_path / "run"
+    assert main(["search", *TINY_FLAGS, "--latency-table", table, "--latency-weight", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--latency-target", "0"], "--latency-target: must be a finite number of milliseconds > 0"),
+    (["--latency-weight", "1"], "--latency-weight and --latency-target need --latency-table"),
+    (["--relaxation", "enas"], "--relaxation: must be one of gumbel, softmax, gdas, concrete, dirichlet"),
+])
+def test_bad_latency_and_relaxation_options(tmp_path, capsys, flags, message):
+    assert main(["search", *TINY_FLAGS, *flags, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_bilevel_on_a_data_folder_without_a_validation_split_is_refused(data_copy, tmp_path, capsys):
+    meta = json.loads((data_copy / "meta.json").read_text())
+    del meta["splits"]["val"]
+    (data_copy / "meta.json").write_text(json.dumps(meta))
+    assert main(["search", *TINY_FLAGS, "--data", str(data_copy), "--bilevel", "--out", str(tmp_path / "run")]) == 1
+    assert "no split 'val'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_bilevel_alternates_batches_from_the_two_splits(tmp_path):
+    config = tiny_config(bilevel=True, pretrain_steps=3, search_steps=5, log_every=1).validate()
+    from nss.runfolder import RunFolder
+    session = Session.open(config, validation=True)
+    run = RunFolder(tmp_path / "run").create(force=False)
+    trainer = Trainer(session, run, progress=False)
+    before = copy.deepcopy(session.gates.state_dict())
+    trainer.run_phases(("pretrain",))
+    assert trainer.batches_seen == {"train": 3, "val": 0}
+    assert torch.equal(before["logits"], session.gates.logits.detach())  # pretraining leaves the gates alone
+    trainer.run_phases(("search",))
+    assert trainer.batches_seen == {"train": 8, "val": 5}  # one validation batch per search step
+    metrics = pd.read_csv(run.path / "metrics.csv")
+    assert metrics[metrics["phase"] == "search"]["alpha_loss"].notna().all()
