@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nss.metrics import pareto_mask
 from nss.trials import is_experiment
 
 from .figures import draw_latency_plane
@@ -92,6 +93,8 @@ def plot_tune_pareto(experiment: str | Path) -> Figure:
     """Every finished tuning trial on the latency / Δ_MTL plane; the study's Pareto set joined by a line."""
     table = tune_trials(experiment)
     done = table[table["status"] == "done"]
+    # the front on these two axes, whatever objectives the study had (its pareto.csv is on those)
+    done = done.assign(pareto=pareto_mask(done["latency_ms"], done["delta_mtl"]))
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
     draw_latency_plane(ax, done, "trial", annotate="front", label="trials")
@@ -133,7 +136,7 @@ def search_picks(groundtruth: str | Path, runs: Runs) -> pd.DataFrame:
     searches = [Path(r) for r in runs if run_config(r).get("command") == "search"
                 and (Path(r) / "architecture.json").is_file()]
     if not searches:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["run", "architecture", "rank", "of", "percentile", "delta_mtl", "label"])
     with tempfile.TemporaryDirectory() as folder:
         picks = rank(groundtruth, searches, out=Path(folder) / "rank.csv")
     picks["label"] = [f"{run_label(r)} (τ={run_config(r).get('tau'):g}, seed {run_config(r).get('seed')})"
@@ -141,13 +144,12 @@ def search_picks(groundtruth: str | Path, runs: Runs) -> pd.DataFrame:
     return picks
 
 
-def plot_groundtruth(groundtruth: str | Path, runs: Runs) -> Figure:
+def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
     """Every ground-truth architecture on the latency / Δ_MTL plane with its Pareto front; the architectures the
-    searches found marked and labelled."""
+    searches found (`search_picks`) marked and labelled."""
     from nss.rank import load_ranking
     ranking = load_ranking(groundtruth)[0]
     done = ranking[ranking["status"] == "done"]
-    picks = search_picks(groundtruth, runs)
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.subplots()
     ax.scatter(done["latency_ms"], done["delta_mtl"], c=done["kept"], cmap="viridis", s=25, label="architectures")
@@ -195,11 +197,10 @@ def plot_marginal_values(groundtruth: str | Path, runs: Runs) -> Figure:
     return fig
 
 
-def plot_delta_distribution(groundtruth: str | Path, runs: Runs) -> Figure:
+def plot_delta_distribution(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
     """The distribution of Δ_MTL over the space, with the percentile of each architecture a search found."""
     from nss.rank import load_ranking
     done = load_ranking(groundtruth)[0].query("status == 'done'")
-    picks = search_picks(groundtruth, runs)
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     ax.hist(done["delta_mtl"], bins=min(30, max(5, len(done) // 2)), color="lightgrey", edgecolor="grey")

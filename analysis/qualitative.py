@@ -16,21 +16,24 @@ from nss.runs import open_trained
 from nss.train import Session
 from nss.visualize import flow_to_colour
 from search_spaces import parse_head
-from supernet import flow_from_homography, homography_from_offsets
+from supernet import motion_to_flow
 
 from .tables import run_label
 
 
-def _picture(kind: str, value: torch.Tensor, height: int, width: int, radius: float) -> np.ndarray:
+def _as_flow(kind: str, value: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A motion output or label as a dense flow (2, H, W): a flow as it is, corner offsets as the homography's."""
+    return value if kind == "flow" else motion_to_flow(kind, value[None].double(), 1, height, width)[0].float()
+
+
+def _picture(kind: str, value: torch.Tensor, height: int, width: int, radius: float | None) -> np.ndarray:
     """One output or label (C, H, W) / (4, 2) as an image: frames as they are, masks in grey, flows (and the flow
     a homography implies) in the colour wheel at a shared radius."""
     if kind == "image":
         return value.clamp(0, 1).permute(1, 2, 0).numpy()
     if kind == "mask":
         return np.repeat(value[0].numpy()[..., None], 3, axis=-1)
-    if kind == "homography":
-        value = flow_from_homography(homography_from_offsets(value[None].double(), height, width), height, width)[0]
-    return flow_to_colour(value.permute(1, 2, 0).numpy(), radius) / 255.0
+    return flow_to_colour(_as_flow(kind, value, height, width).permute(1, 2, 0).numpy(), radius) / 255.0
 
 
 def plot_outputs(run: str | Path, frames: int = 3) -> Figure:
@@ -50,7 +53,8 @@ def plot_outputs(run: str | Path, frames: int = 3) -> Figure:
     for (i, task), row in zip(rows, axes):
         heads = sorted((h for h in full if parse_head(h)[0] == task.name), key=lambda h: -parse_head(h)[1])
         truth = batch[task.kind][i]
-        flows = [truth] + [full[h][i] for h in heads] if task.kind == "flow" else []
+        motion = task.kind in ("flow", "homography")
+        flows = [_as_flow(task.kind, v, height, width) for v in [truth] + [full[h][i] for h in heads]] if motion else []
         radius = max(float(torch.linalg.vector_norm(f, dim=0).max()) for f in flows) if flows else None
         panels = [("input", batch["current"][i].permute(1, 2, 0).numpy()),
                   ("truth" if bool(batch["valid"][task.kind][i]) else "no label",

@@ -113,14 +113,14 @@ def _groundtruth_sections(folder: Path, experiment: Path, runs: list[Path]) -> l
         return []
     prefix = f"{experiment.name}_"
     picks = experiments.search_picks(experiment, runs)
-    lines = _section(folder, prefix + "groundtruth", experiments.plot_groundtruth(experiment, runs),
+    lines = _section(folder, prefix + "groundtruth", experiments.plot_groundtruth(experiment, picks),
                      pd.read_csv(ranking_path),
                      "Every architecture of the space, retrained under one budget, on the latency / Δ_MTL plane "
                      "with its Pareto front; a star marks an architecture a search found, with its rank.")
     lines += _section(folder, prefix + "marginal_values", experiments.plot_marginal_values(experiment, runs), None,
                       "Each head's measured value (mean Δ_MTL of the architectures with it minus those without) "
                       "beside the final gate on-probability the searches gave it.")
-    lines += _section(folder, prefix + "delta_distribution", experiments.plot_delta_distribution(experiment, runs),
+    lines += _section(folder, prefix + "delta_distribution", experiments.plot_delta_distribution(experiment, picks),
                       picks if len(picks) else None,
                       "The distribution of Δ_MTL over the space, and the percentile of each search's pick.")
     return lines

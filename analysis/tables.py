@@ -25,10 +25,14 @@ def run_config(run: str | Path) -> dict:
 
 
 def run_label(run: str | Path) -> str:
-    """A short name for legends: the folder name, with its trial's name for a run inside a trial folder
-    (t003-search)."""
+    """A short name for legends: the folder name; for a trial of an experiment, the experiment's and the trial's
+    (sweep-tau/tau5-seed0, tune/t003-search), so that trials of two experiments stay apart."""
     path = Path(run)
-    return f"{path.parent.name}-{path.name}" if path.parent.parent.name == "trials" else path.name
+    if path.parent.name == "trials":
+        return f"{path.parent.parent.name}/{path.name}"
+    if path.parent.parent.name == "trials":
+        return f"{path.parent.parent.parent.name}/{path.parent.name}-{path.name}"
+    return path.name
 
 
 def _read(runs: Runs, name: str) -> pd.DataFrame:

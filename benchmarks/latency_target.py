@@ -20,7 +20,7 @@ import torch
 
 import nss
 from nss.evaluate import finest_per_task
-from nss.latency import measure_cost_table, predicted_latency
+from nss.latency import CostTable, measure_cost_table
 from nss.metrics import delta_mtl
 from nss.profile import backend_runs, time_interleaved
 from search_spaces import get_size, get_space
@@ -76,7 +76,8 @@ def main() -> None:
           f"{args.fraction:.0%} = {target:.2f} ms")
     for name, result in searches.items():
         print(f"{name:>13}: {', '.join(h for h in result.architecture.heads if h not in space.fixed) or '-'}; "
-              f"predicted {predicted_latency(table, result.architecture):.2f} ms, measured {measured[name]:.2f} ms "
+              f"predicted {CostTable.from_dict(table, space, 'the table').predicted(result.architecture):.2f} ms, "
+              f"measured {measured[name]:.2f} ms "
               f"({measured[name] / target:.2f} × target); validation Δ_MTL {scores[name]:+.1f}% after "
               f"{args.retrain_steps} retraining steps")
     print(f"measured ÷ target: {measured['target'] / target:.2f} (target 0.9-1.05); Δ_MTL constrained − "

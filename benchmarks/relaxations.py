@@ -57,7 +57,7 @@ def main() -> None:
     for variant, runs in [(r, [sweep.set_index("trial").loc[f"relaxation{r}-seed{s}", "run"] for s in seeds])
                           for r in RELAXATIONS] + [("gumbel, bi-level",
                                                     [str(bilevel.trial_dir(t.name)) for t in trials])]:
-        found, walls, entropies = [], [], []
+        found, walls, steps, entropies = [], [], [], []
         for run in map(Path, runs):
             record = pd.read_json(run / "trial.json", typ="series")
             result = record["result"]
@@ -65,11 +65,14 @@ def main() -> None:
             found.append(compact_heads(kept) or "fixed heads only")
             metrics = pd.read_csv(run / "metrics.csv")
             walls.append(metrics[metrics["phase"] == "search"]["wall_time"].max())
+            steps.append(metrics[metrics["phase"] == "search"]["step"].max())
             entropies.append(entropy_bits(list(result["probabilities"].values())))
         modal = max(set(found), key=found.count)
         rows.append({"variant": variant, **{f"seed {s}": a for s, a in zip(seeds, found)},
                      "agreement": f"{found.count(modal)}/{len(found)}", "modal": modal,
-                     "search_wall_s": sum(walls) / len(walls), "gate_entropy_bits": sum(entropies) / len(entropies)})
+                     "search_wall_s": sum(walls) / len(walls),
+                     "ms_per_step": 1e3 * sum(walls) / sum(steps),
+                     "gate_entropy_bits": sum(entropies) / len(entropies)})
     table = pd.DataFrame(rows)
     table.to_csv(out / "relaxations.csv", index=False)
     text = table.drop(columns="modal").to_string(index=False, float_format=lambda v: f"{v:.3g}")

@@ -16,7 +16,8 @@ from .balancing import list_balancers
 from .config import FIELDS, OPTIONS_OF, RETRAIN_ONLY, RunConfig, parse_frame_size
 from .costs import head_share_table, paper_network_table
 from .data import SyntheticSpec
-from .data.importer import import_data
+from .data.folder import inspect_folder
+from .data.importer import FLOW_DIRECTIONS, import_data
 from .errors import NSSError
 from .export import DEFAULT_OPSET
 from .groundtruth import groundtruth
@@ -65,6 +66,7 @@ RUN_OPTIONS = {
     "latency_table": ("--latency-table", "per-head cost table (nss profile SPACE --per-head) for the latency terms"),
     "latency_weight": ("--latency-weight", "weight β of β·E[lat]/lat_full in the objective"),
     "latency_target": ("--latency-target", "pull the expected latency towards this many ms, not above (TF-NAS)"),
+    "latency_target_weight": ("--latency-target-weight", "weight of the --latency-target term"),
     "lr": ("--lr", "weight learning rate (default: 1e-4 for the paper network, 1e-3 for the small ones)"),
     "lr_min": ("--lr-min", "final weight learning rate of the cosine schedule"),
     "gate_lr": ("--gate-lr", "gate-logit learning rate"),
@@ -244,11 +246,16 @@ def _summarise_trials(table, out: str, what: str) -> None:
         raise NSSError(f"every one of the {len(table)} trials failed; see the message column of {Path(out) / what}")
 
 
+def _experiment_base(args: argparse.Namespace, options: tuple[str, ...]) -> RunConfig | None:
+    """The options every trial takes, from --config and flags; None for a resumed experiment given none (one given
+    any is refused by the experiment, which keeps its own)."""
+    given = {name: getattr(args, name) for name in options if getattr(args, name, None) is not None}
+    return resolve_config(args.config, **given) if given or args.config or not args.resume else None
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     grid = {name: getattr(args, name) for name in SWEEPABLE if getattr(args, name, None) is not None}
-    base = None if args.resume else resolve_config(args.config)
-    if args.resume and args.config:
-        raise NSSError("--config: a resumed sweep keeps its options; give only --out (and resources) with --resume")
+    base = _experiment_base(args, ())
     table = sweep(grid, args.out, base=base, pretrain=args.pretrain, resources=_resources(args),
                   max_trials=args.max_trials, force=args.force, resume=args.resume, progress=not args.quiet)
     shown = table[["trial", "status", "architecture", "heads", "undecided"]].fillna("")
@@ -258,13 +265,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    given = {name: getattr(args, name) for name in SWEEPABLE + RETRAIN_ONLY if getattr(args, name) is not None}
-    if args.resume and (given or args.config or args.params):
-        raise NSSError("a resumed tune keeps its parameters and options: give only --out, --trials and resources "
-                       "with --resume")
     table = tune(args.out, trials=args.trials, objectives=tuple(o.strip() for o in args.objectives.split(",")),
                  params=load_params(args.params) if args.params else None,
-                 base=None if args.resume else resolve_config(args.config, **given), backend=args.backend,
+                 base=_experiment_base(args, SWEEPABLE + RETRAIN_ONLY), backend=args.backend,
                  size=args.profile_size, iters=args.iters, resources=_resources(args), force=args.force,
                  resume=args.resume, progress=not args.quiet)
     pareto = table[table["pareto"]] if len(table) else table
@@ -277,13 +280,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_groundtruth(args: argparse.Namespace) -> None:
-    given = {name: getattr(args, name) for name in GROUNDTRUTH_OPTIONS if getattr(args, name) is not None}
-    if args.resume and (given or args.config or args.seeds or args.sample or args.space):
-        raise NSSError("a resumed ground truth keeps its settings: give only --out (and resources) with --resume")
-    ranking = groundtruth(args.space or "most_net_plus", args.out, base=None if args.resume else
-                          resolve_config(args.config, **given), seeds=args.seeds, sample=args.sample,
-                          backend=args.backend, iters=args.iters, resources=_resources(args), force=args.force,
-                          resume=args.resume, progress=not args.quiet)
+    ranking = groundtruth(args.space, args.out, base=_experiment_base(args, GROUNDTRUTH_OPTIONS), seeds=args.seeds,
+                          sample=args.sample, backend=args.backend, size=args.profile_size, iters=args.iters,
+                          resources=_resources(args), force=args.force, resume=args.resume,
+                          progress=not args.quiet)
     shown = ranking[[c for c in ("rank", "heads", "delta_mtl", "delta_mtl_std", "latency_ms", "params",
                                  "pareto_latency", "status") if c in ranking]].head(12)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -388,7 +388,7 @@ def cmd_data_import(args: argparse.Namespace) -> None:
                                                 ("homography", args.homography)) if folder}
     out = import_data(args.sources, args.out, labels=labels, size=args.size,
                       divisor=required_divisor(get_space(args.space).scales), split=args.split, seed=args.seed,
-                      force=args.force, progress=not args.quiet)
+                      flow_direction=args.flow_direction, force=args.force, progress=not args.quiet)
     meta = json.loads((out / "meta.json").read_text())
     clips = {split: len(c) for split, c in meta["splits"].items()}
     print(f"wrote {out}: {sum(clips.values())} clip(s) ({', '.join(f'{n} {s}' for s, n in clips.items())}), "
@@ -410,7 +410,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_data_check(args: argparse.Namespace) -> None:
-    problems = check_folder(args.dir)
+    problems, notes = inspect_folder(args.dir)
+    for line in notes:
+        print(f"note: {line}")
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
@@ -547,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_list, metavar="S[,S…]",
                    help="retrain each architecture once per seed (default: --seed)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="where latency is measured (default torch)")
+    p.add_argument("--profile-size", type=_frame_size, metavar="HxW",
+                   help="input size for latency (default: the frame size)")
     p.add_argument("--iters", type=int, default=30, help="timed iterations per latency (default 30)")
     p.add_argument("--config", metavar="FILE.yaml", help="retraining options (flags override it)")
     _add_config_options(p, GROUNDTRUTH_OPTIONS,
@@ -618,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow", type=Path, metavar="DIR", help="optical-flow labels")
     p.add_argument("--targets", type=Path, metavar="DIR", help="clean frames (restoration labels)")
     p.add_argument("--homography", type=Path, metavar="DIR", help="homography labels (.txt)")
+    p.add_argument("--flow-direction", default="backward", choices=FLOW_DIRECTIONS,
+                   help="backward: the flow of frame N points to N-1 (the folder format's); forward: to N+1 "
+                        "(Sintel, FlyingChairs, KITTI), imported by reversing each clip in time")
     p.add_argument("--split", type=_fractions, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
                    help="fractions of the clips per split (default 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="shuffles the clips before the split")

@@ -32,7 +32,7 @@ class RunConfig:
     # schedule; an epoch form, when set, replaces the step form
     pretrain_steps: int = 1500
     pretrain_epochs: float | None = None
-    search_steps: int = 600
+    search_steps: int = 1200  # long enough that every gate ends decided on the synthetic data (runs/reference-sweep)
     search_epochs: float | None = None
     # NSS
     tau: float = 5.0
@@ -47,6 +47,7 @@ class RunConfig:
     latency_table: str | None = None
     latency_weight: float = 0.0
     latency_target: float | None = None  # ms
+    latency_target_weight: float = 1.0  # λ of the target term
     # retraining
     retrain_steps: int = 1500
     retrain_epochs: float | None = None
@@ -79,8 +80,11 @@ class RunConfig:
             raise bad("margin", "must be in [0, 0.5)")
         if self.relaxation not in RELAXATIONS:
             raise bad("relaxation", f"must be one of {', '.join(RELAXATIONS)}")
-        if not (math.isfinite(self.latency_weight) and self.latency_weight >= 0):
-            raise bad("latency_weight", "must be a finite number >= 0")
+        if self.hard and self.relaxation not in ("gumbel", "gdas"):
+            raise bad("hard", f"only gumbel samples hard or soft (gdas always hard), not {self.relaxation}")
+        for name in ("latency_weight", "latency_target_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "must be a finite number >= 0")
         if self.latency_target is not None and not (math.isfinite(self.latency_target) and self.latency_target > 0):
             raise bad("latency_target", "must be a finite number of milliseconds > 0")
         if (self.latency_weight > 0 or self.latency_target is not None) and not self.latency_table:
@@ -138,7 +142,8 @@ TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "frames", "batch_s
                     "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
 # What only the search phase reads: searches that differ only in these can share one pretraining.
 SEARCH_ONLY = ("search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "margin",
-               "relaxation", "bilevel", "latency_table", "latency_weight", "latency_target", "gate_lr")
+               "relaxation", "bilevel", "latency_table", "latency_weight", "latency_target", "latency_target_weight",
+               "gate_lr")
 RETRAIN_ONLY = ("retrain_steps", "retrain_epochs", "balancing", "augment", "val_every")
 OPTIONS_OF = {
     "pretrain": ("space", "pretrain_steps", "pretrain_epochs") + TRAINING_OPTIONS,

@@ -34,7 +34,7 @@ def trivial_prediction(kind: str, batch: dict) -> torch.Tensor:
     return torch.ones_like(batch["mask"]) if kind == "mask" else torch.zeros_like(batch[kind])
 
 
-class _Sums:
+class MetricSums:
     """Numerator and denominator per key; IoU adds pixel counts, the others per-sample means (mean over frames)."""
 
     def __init__(self):
@@ -62,7 +62,7 @@ def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.
     trivial predictor (model "baseline"), over the labelled samples of `data`."""
     was_training = network.training
     network.eval()
-    sums = _Sums()
+    sums = MetricSums()
     for batch in DataLoader(data, batch_size=batch_size):
         batch = batch_to(batch, device)
         full = to_full_resolution(space, network(batch["previous"], batch["current"]))

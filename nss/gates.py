@@ -6,16 +6,19 @@ Every gate has two logits (on, off). A relaxation turns them into α per head:
 - softmax (DARTS): softmax(logits / τ), no noise;
 - gdas (GDAS): always the straight-through hard sample;
 - concrete (SNAS): the soft Gumbel-softmax sample for the task loss, as gumbel; the cost terms (sparsity,
-  latency) are taken on the discrete sample z and credited to the logits through its log-probability
-  (score function: cost(z) · ∇ log p(z)), as SNAS does for its resource constraint;
+  latency) are taken on the discrete sample z and credited to the logits through its log-probability, with a
+  moving-average baseline to cut the variance (score function: (cost(z) − b) · ∇ log p(z)), as SNAS does for its
+  resource constraint;
 - dirichlet (DrNAS): a reparameterised sample of a Dirichlet (here a Beta, two components) whose concentration
-  elu(logits) + 1 is learned; τ is not used.
+  elu(logits) + 1 is learned, for the task loss; the cost terms see the Dirichlet's mean (a sample can underflow
+  to 0, where log α has no gradient); τ is not used.
 
 What the cost terms see (`GateSample.costs`) is always soft where the forward is hard: a gate sampled off still
 feels the sparsity pressure, and log α stays finite.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 RELAXATIONS = ("gumbel", "softmax", "gdas", "concrete", "dirichlet")
+BASELINE_DECAY = 0.9  # concrete: the cost baseline follows the last ~10 steps
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Gates(nn.Module):
             raise ValueError(f"unknown relaxation {relaxation!r}: choose one of {', '.join(RELAXATIONS)}")
         self.heads, self.relaxation = tuple(heads), relaxation
         self.logits = nn.Parameter(torch.zeros(len(heads), 2))  # equal odds: no head favoured at the start
+        if relaxation == "concrete":
+            self.register_buffer("baseline", torch.zeros(()))  # moving average of the sampled costs
 
     def sample(self, tau: float, hard: bool = False) -> GateSample:
         """α per head in [0, 1] ({0, 1} for hard samples), with gradients to the logits."""
@@ -50,7 +56,7 @@ class Gates(nn.Module):
         if self.relaxation == "dirichlet":
             concentration = F.elu(self.logits) + 1
             on = torch.distributions.Dirichlet(concentration).rsample()[:, 0]
-            return self._sample(on, on)
+            return self._sample(on, concentration[:, 0] / concentration.sum(-1))
         soft = F.gumbel_softmax(self.logits, tau=tau, hard=False, dim=-1)  # (heads, 2)
         hard_one_hot = F.one_hot(soft.argmax(-1), 2).to(soft)
         if self.relaxation == "concrete":
@@ -64,6 +70,14 @@ class Gates(nn.Module):
     def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, log_prob: torch.Tensor | None = None) -> GateSample:
         return GateSample(dict(zip(self.heads, alphas)), dict(zip(self.heads, costs)), log_prob)
 
+    def credit(self, cost: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+        """concrete: the cost's value, with the score-function gradient (cost − baseline) · ∇ log p(z); the
+        baseline then follows the cost."""
+        value = cost.detach()
+        term = (value - self.baseline) * log_prob
+        self.baseline.mul_(BASELINE_DECAY).add_((1 - BASELINE_DECAY) * value)
+        return value + term - term.detach()
+
     def probabilities(self) -> dict[str, float]:
         """On-probability of every head (what derivation thresholds): softmax of the logits, or the mean of the
         Dirichlet."""
@@ -76,9 +90,9 @@ class Gates(nn.Module):
         return dict(zip(self.heads, probs.tolist()))
 
     def on_logits(self) -> dict[str, float]:
-        """Logit of "on" relative to "off" (the log-odds of keeping the head)."""
-        diff = self.logits.detach()[:, 0] - self.logits.detach()[:, 1]
-        return dict(zip(self.heads, diff.tolist()))
+        """The log-odds of keeping each head, log(p / (1 − p)) of its on-probability."""
+        return {h: math.log(p / (1 - p)) if 0 < p < 1 else math.copysign(math.inf, p - 0.5)
+                for h, p in self.probabilities().items()}
 
 
 def sparsity_penalty(alphas: dict[str, torch.Tensor], kind: str) -> torch.Tensor:

@@ -4,21 +4,27 @@ a search is judged against (`nss rank`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
-from search_spaces import Architecture, SearchSpace, get_space
+from search_spaces import Architecture, SearchSpace, get_size, get_space
+from supernet import build_network
 
 from .config import RunConfig
 from .derive import save_architecture
 from .errors import NSSError
 from .io import atomic_write, atomic_write_text
 from .metrics import delta_mtl, pareto_mask
+from .profile import interleaved_times, resolve_backend
 from .sweep import absolute_paths
+from .train import resolve_device
 from .trials import Experiment, ListSource, Resources, Trial, ray_session, run_trials
+from .trials.jobs import network_size
 
 SPLITS = ("val", "test")
 
@@ -49,32 +55,34 @@ def _metrics_of(row: Any, space: SearchSpace) -> dict[str, dict[str, float]]:
 
 
 def ranking_table(experiment: Experiment, architectures: list[Architecture], seeds: Sequence[int],
-                  split: str = "test") -> pd.DataFrame:
-    """One row per architecture, means (and spread) over its retraining seeds: every metric of each task's finest
-    kept head on `split`, Δ_MTL against the trivial predictor (both splits) and against the full network's
-    retraining, cost, Pareto membership (Δ_MTL against latency and against parameters), rank and percentile."""
+                  latency: dict[str, float], split: str = "test") -> pd.DataFrame:
+    """One row per architecture, means (and spread, ddof = 1) over its retraining seeds: every metric of each
+    task's finest kept head on `split`, Δ_MTL against the trivial predictor (both splits) and against the full
+    network's retraining, cost (`latency`: architecture id → ms), Pareto membership (Δ_MTL against latency and
+    against parameters), rank, percentile, and whether it is tied with the best within the noise."""
     space = architectures[0].space
     columns = [(t.name, m.name) for t in space.tasks for m in t.metrics]
     rows, full_metrics = [], None
     for architecture in architectures:
         records = [experiment.record(f"{architecture.id}-seed{s}") for s in seeds]
-        done = [r["result"] for r in records if r and r["status"] == "done"]
-        errors = [r["message"] for r in records if r and r["status"] == "error"]
+        finished = [r for r in records if r]
+        done = [r["result"] for r in finished if r["status"] == "done"
+                and math.isfinite(r["result"]["splits"][split]["delta_mtl"])]
+        errors = [r["message"] or "a non-finite Δ_MTL" for r in finished if r["result"] not in done]
         row: dict[str, Any] = {"architecture": architecture.id, "heads": ",".join(searchable_kept(architecture)),
                                "kept": len(searchable_kept(architecture)), "seeds_done": len(done),
                                "status": "done" if done else ("error" if errors else "not run"),
                                "message": errors[0] if errors and not done else "",
-                               "wall_time_s": sum(r["wall_time_s"] for r in records if r)}
+                               "wall_time_s": sum(r["wall_time_s"] for r in finished)}
         if done:
             for task, metric in columns:
                 values = [d["splits"][split]["metrics"][task][metric] for d in done]
-                row[f"{task}/{metric}"], row[f"{task}/{metric}_std"] = np.mean(values), np.std(values)
+                row[f"{task}/{metric}"], row[f"{task}/{metric}_std"] = np.mean(values), _spread(values)
             for s in SPLITS:
                 values = [d["splits"][s]["delta_mtl"] for d in done]
                 suffix = "" if s == split else f"_{s}"
-                row[f"delta_mtl{suffix}"], row[f"delta_mtl{suffix}_std"] = np.mean(values), np.std(values)
-            for key in ("params", "flops", "latency_ms"):
-                row[key] = float(np.mean([d[key] for d in done]))
+                row[f"delta_mtl{suffix}"], row[f"delta_mtl{suffix}_std"] = np.mean(values), _spread(values)
+            row.update(params=done[0]["params"], flops=done[0]["flops"], latency_ms=latency.get(architecture.id))
             if architecture.heads == space.heads:
                 full_metrics = _metrics_of(row, space)
         rows.append(row)
@@ -83,26 +91,40 @@ def ranking_table(experiment: Experiment, architectures: list[Architecture], see
     if full_metrics is not None:
         table.loc[done, "delta_mtl_vs_full"] = [delta_mtl(_metrics_of(r, space), full_metrics, space.tasks)
                                                 for _, r in table[done].iterrows()]
-    for cost in ("latency_ms", "params"):
-        table[f"pareto_{cost.split('_')[0]}"] = False
-        if done.any():
-            table.loc[done, f"pareto_{cost.split('_')[0]}"] = pareto_mask(table.loc[done, cost],
-                                                                        table.loc[done, "delta_mtl"])
-    if done.any():
-        scores = table.loc[done, "delta_mtl"]
-        table.loc[done, "rank"] = scores.rank(ascending=False, method="min").astype(int)
-        n = int(done.sum())
-        table.loc[done, "percentile"] = 100 * (n - table.loc[done, "rank"]) / max(n - 1, 1)
-    return table.sort_values("rank", kind="stable").reset_index(drop=True) if done.any() else table
+    if not done.any():
+        return table
+    for cost, name in (("latency_ms", "pareto_latency"), ("params", "pareto_params")):
+        table[name] = False
+        table.loc[done, name] = pareto_mask(table.loc[done, cost], table.loc[done, "delta_mtl"])
+    scores = table.loc[done, "delta_mtl"]
+    table.loc[done, "rank"] = scores.rank(ascending=False, method="min").astype(int)
+    n = int(done.sum())
+    table.loc[done, "percentile"] = 100 * (n - table.loc[done, "rank"]) / max(n - 1, 1)
+    tie = tie_margin(table)
+    if not math.isnan(tie):
+        table["tied_with_best"] = done & (scores.max() - table["delta_mtl"] <= tie)
+    return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def _spread(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def noise_floor(ranking: pd.DataFrame) -> float:
-    """The spread of Δ_MTL between retraining seeds of one architecture (median over architectures): differences
-    below it are ties. NaN with a single seed."""
+    """The spread of Δ_MTL between retraining seeds of one architecture (median over architectures). NaN with a
+    single seed."""
     spread = ranking.get("delta_mtl_std")
     if spread is None or ranking["seeds_done"].max() < 2:
         return float("nan")
     return float(spread[ranking["seeds_done"] >= 2].median())
+
+
+def tie_margin(ranking: pd.DataFrame) -> float:
+    """Two architectures whose mean Δ_MTL differ by less than twice the spread of a difference of two n-seed means
+    (noise floor · √(2/n)) are tied."""
+    floor = noise_floor(ranking)
+    seeds = ranking["seeds_done"].max()
+    return 2 * floor * math.sqrt(2 / seeds) if not math.isnan(floor) else float("nan")
 
 
 def marginal_values(ranking: pd.DataFrame, space: SearchSpace, column: str = "delta_mtl") -> pd.Series:
@@ -117,49 +139,79 @@ def marginal_values(ranking: pd.DataFrame, space: SearchSpace, column: str = "de
     return pd.Series(values, name=f"marginal_{column}")
 
 
-def groundtruth(space: str = "most_net_plus", out: str | Path = "runs/groundtruth", *,
+def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", *,
                 base: RunConfig | None = None, seeds: Sequence[int] | None = None, sample: int | None = None,
-                backend: str = "torch", iters: int = 30, resources: Resources = Resources(), force: bool = False,
-                resume: bool = False, progress: bool = True) -> pd.DataFrame:
-    """Retrain every architecture of `space` (or `sample` of them, drawn with `base.seed`) once per seed of
-    `seeds` (default: `base.seed`) with `base`'s retraining settings; evaluate on validation and test, profile on
-    `backend`. Returns ranking.csv's table. With `resume`, the ground truth in `out` goes on."""
+                backend: str = "torch", size: tuple[int, int] | None = None, iters: int = 30,
+                resources: Resources = Resources(), force: bool = False, resume: bool = False,
+                progress: bool = True) -> pd.DataFrame:
+    """Retrain every architecture of `space` (default most_net_plus; or `sample` of them, drawn with `base.seed`) once per seed of
+    `seeds` (default: `base.seed`) with `base`'s retraining settings and evaluate it on validation and test; then
+    time every architecture in turn on `backend` (at `size`, default the frame size), on the machine alone.
+    Returns ranking.csv's table. With `resume`, the ground truth in `out` goes on."""
     experiment = Experiment(out, "groundtruth")
     resources.validate()
     if resume:
-        if base is not None or seeds is not None or sample is not None:
+        if base is not None or seeds is not None or sample is not None or space is not None:
             raise NSSError("a resumed ground truth keeps its settings: give only --out (and resources) with --resume")
         manifest = experiment.manifest()
     else:
-        base_config = (base or RunConfig()).validate()
+        space = space or "most_net_plus"
+        base_config = replace(base or RunConfig(), space=space).validate()
         the_space = get_space(space)
         architectures = enumerate_architectures(the_space, sample, base_config.seed)
         seeds = list(seeds) if seeds is not None else [base_config.seed]
         if not seeds or len(set(seeds)) < len(seeds):
             raise NSSError(f"--seeds: give distinct seeds, got {seeds}")
         experiment.refuse_existing(force)
-        base_dict = absolute_paths(dict(base_config.to_dict(), space=space))
-        manifest = {"space": the_space.to_dict(), "base": base_dict, "seeds": seeds,
+        backend = resolve_backend(backend)[0]
+        device = "cuda" if backend == "tensorrt" else "cpu" if backend == "onnxruntime" else \
+            str(resolve_device(base_config.device))
+        manifest = {"space": the_space.to_dict(), "base": absolute_paths(base_config.to_dict()), "seeds": seeds,
                     "sample": sample, "architectures": [a.id for a in architectures],
-                    "options": {"backend": backend, "iters": iters}}
+                    "options": {"backend": backend, "device": device, "iters": iters,
+                                "size": list(size or base_config.frame_height_width)}}
     the_space = SearchSpace.from_dict(manifest["space"])
     architectures = [a for a in enumerate_architectures(the_space) if a.id in set(manifest["architectures"])]
     with ray_session(resources):
         if not resume:
             experiment.create(manifest)
-            for architecture in architectures:
-                save_architecture(experiment.path / "architectures" / f"{architecture.id}.json", architecture)
+        for architecture in architectures:  # (again on resume: a kill may have come before they were all written)
+            save_architecture(experiment.path / "architectures" / f"{architecture.id}.json", architecture)
         trials = [Trial(f"{a.id}-seed{seed}", "groundtruth",
-                        dict(manifest["base"], seed=seed, architecture=str(experiment.path / "architectures" / f"{a.id}.json")),
+                        dict(manifest["base"], seed=seed,
+                             architecture=str(experiment.path / "architectures" / f"{a.id}.json")),
                         {"architecture": a.id, "heads": ",".join(searchable_kept(a)), "seed": seed},
                         manifest["options"])
                   for a in architectures for seed in manifest["seeds"]]
         pending = [t for t in trials if experiment.record(t.name) is None]
         run_trials(ListSource(pending), experiment, resources, progress=progress, describe=_describe)
-    ranking = ranking_table(experiment, architectures, manifest["seeds"])
+    latency = measure_latencies(experiment, architectures, RunConfig(**manifest["base"]), manifest["options"])
+    ranking = ranking_table(experiment, architectures, manifest["seeds"], latency)
     atomic_write(experiment.path / "ranking.csv", lambda tmp: ranking.to_csv(tmp, index=False))
     atomic_write_text(experiment.path / "summary.txt", summary(ranking, the_space) + "\n")
     return ranking
+
+
+def measure_latencies(experiment: Experiment, architectures: list[Architecture], base: RunConfig,
+                      options: dict[str, Any]) -> dict[str, float]:
+    """Median batch-1 latency (ms) of every architecture, all timed in turns once the trials are over (none of
+    them competing with a training for the machine); kept in latency.csv, so a resumed ground truth times only
+    what it has not."""
+    path = experiment.path / "latency.csv"
+    known = dict(pd.read_csv(path, dtype={"architecture": str}).values) if path.is_file() else {}
+    missing = [a for a in architectures if a.id not in known]
+    if missing:
+        size, networks = network_size(base), {}
+        for architecture in missing:
+            torch.manual_seed(0)
+            networks[architecture.id] = build_network(architecture, get_size(size))
+        height, width = options["size"]
+        times = interleaved_times(networks, height, width, backend=options["backend"], device=options["device"],
+                                  iters=options["iters"])
+        known.update({name: 1e3 * float(np.median(t)) for name, t in times.items()})
+        frame = pd.DataFrame(sorted(known.items()), columns=["architecture", "latency_ms"])
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return known
 
 
 def summary(ranking: pd.DataFrame, space: SearchSpace) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from supernet import build_network
 
 from .costs import count_flops, count_parameters
 from .errors import NSSError
-from .profile import backend_runs, resolve_backend, time_interleaved
+from .profile import interleaved_times, resolve_backend
 
 
 def _without(architecture: Architecture, head: str) -> Architecture:
@@ -47,16 +46,13 @@ def measure_cost_table(space: SearchSpace, *, size: str, height: int, width: int
                      **{h: _without(full, h) for h in space.searchable},
                      **{f"check {i}": a for i, a in enumerate(sample)}}
     torch_device = torch.device("cuda") if backend == "tensorrt" else torch.device(device)
-    counts, runs = {}, {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, architecture in architectures.items():
-            torch.manual_seed(0)
-            network = build_network(architecture, get_size(size))
-            counts[name] = (count_parameters(network), count_flops(network, height, width))
-            sub = Path(folder) / f"n{len(runs)}"
-            sub.mkdir()
-            runs[name] = backend_runs(network, height, width, backend, torch_device, fp16, sub)[0]
-        times = time_interleaved(runs, iters, warmup, torch_device)
+    networks, counts = {}, {}
+    for name, architecture in architectures.items():
+        torch.manual_seed(0)
+        networks[name] = build_network(architecture, get_size(size))
+        counts[name] = (count_parameters(networks[name]), count_flops(networks[name], height, width))
+    times = interleaved_times(networks, height, width, backend=backend, device=str(torch_device), fp16=fp16,
+                              iters=iters, warmup=warmup)
     latency = {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
     def entry(name: str) -> dict[str, float]:
@@ -75,18 +71,13 @@ def measure_cost_table(space: SearchSpace, *, size: str, height: int, width: int
              "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
              "precision": "fp16" if fp16 or backend == "tensorrt" else "fp32", "input_size": [height, width],
              "iters": iters, "full": entry("full"), "base": entry("base"), "heads": heads}
+    predicting = CostTable.from_dict(table, space, "the table")
     table["checks"] = [{"heads": [h for h in a.heads if h not in space.fixed],
-                        "predicted_ms": predicted_latency(table, a), "measured_ms": latency[f"check {i}"]}
+                        "predicted_ms": predicting.predicted(a), "measured_ms": latency[f"check {i}"]}
                        for i, a in enumerate(sample)]
     for check in table["checks"]:
         check["error_pct"] = 100 * (check["predicted_ms"] / check["measured_ms"] - 1)
     return table
-
-
-def predicted_latency(table: dict[str, Any], architecture: Architecture) -> float:
-    """base + Σ of the marginals of the architecture's kept searchable heads (ms)."""
-    return table["base"]["latency_ms"] + sum(table["heads"][h]["latency_ms"] for h in architecture.heads
-                                             if h in table["heads"])
 
 
 @dataclass(frozen=True)
@@ -112,6 +103,11 @@ class CostTable:
             raise NSSError(f"{path}: latency table not found (write one with `nss profile SPACE --per-head`)") from None
         except json.JSONDecodeError as err:
             raise NSSError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data, space, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], space: SearchSpace, path: str | Path) -> "CostTable":
+        """A table checked against the space searched; errors name `path`."""
         try:
             table_space = SearchSpace.from_dict(data["space"])
             heads = {h: float(v["latency_ms"]) for h, v in data["heads"].items()}
@@ -132,15 +128,22 @@ class CostTable:
         return cls(base, full, heads, data.get("backend", "?"), data.get("device", "?"), data.get("precision", "?"),
                    tuple(data.get("input_size", (0, 0))), data.get("network", "?"), data)
 
-    def expected(self, alphas: dict[str, torch.Tensor]) -> torch.Tensor:
+    def expected(self, alphas: dict[str, torch.Tensor | float]) -> torch.Tensor | float:
         """E[lat](α) = base + Σ_h α_h · lat_h in ms, differentiable in α."""
         return self.base_ms + sum(alphas[h] * self.heads[h] for h in alphas)
 
+    def predicted(self, architecture: Architecture) -> float:
+        """An architecture's latency as the table predicts it: base + the marginals of its searchable heads."""
+        return self.expected({h: 1.0 for h in architecture.heads if h in self.heads})
 
-def latency_penalty(expected: torch.Tensor, table: CostTable, weight: float, target: float | None) -> torch.Tensor:
-    """weight · E[lat] / lat_full (unit-free), plus, with a target T, TF-NAS's two-sided term: E/T − 1 above the
-    target and T/E − 1 below it, so the search is pulled to spend the budget and not to go over it."""
+
+def latency_penalty(expected: torch.Tensor, table: CostTable, weight: float, target: float | None,
+                    target_weight: float = 1.0) -> torch.Tensor:
+    """weight · E[lat] / lat_full (unit-free), plus, with a target T, TF-NAS's two-sided term, target_weight ·
+    (E/T − 1) above the target and target_weight · (T/E − 1) below it: the search is pulled to spend the budget
+    and not to go over it."""
     penalty = weight * expected / table.full_ms
     if target is not None:
-        penalty = penalty + torch.where(expected > target, expected / target - 1, target / expected.clamp_min(1e-9) - 1)
+        two_sided = torch.where(expected > target, expected / target - 1, target / expected.clamp_min(1e-9) - 1)
+        penalty = penalty + target_weight * two_sided
     return penalty

@@ -22,16 +22,15 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from search_spaces import head_name, parse_head
-from supernet import homography_from_offsets
+from supernet import homography_from_offsets, required_divisor
 
 from .data import FolderDataset
 from .data.fit import Fit
 from .data.formats import read_image, write_flo
 from .data.importer import clips_of, frame_files
 from .errors import NSSError
-from .evaluate import METRICS, as_prediction
+from .evaluate import MetricSums, as_prediction
 from .io import staged_directory
-from .metrics import iou_counts
 from .objective import to_full_resolution
 from .runs import open_trained
 from .steps import batch_to
@@ -97,6 +96,9 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
     kinds = {t.name: t.kind for t in space.tasks}
     chosen = chosen_heads(tuple(network.heads), kinds, heads)
     height, width = size or session.config.frame_height_width
+    divisor = required_divisor(space.scales)
+    if height % divisor or width % divisor:
+        raise NSSError(f"--size: {height}x{width} must be multiples of {divisor}")
     fps = fps or (video_info(source)["fps"] if is_video(source) else 25.0)
     rows, counts, network_seconds = [], {}, 0.0
     began = time.perf_counter()
@@ -180,20 +182,13 @@ def _frame_metrics(clip: str, name: str, sample: dict, full: dict[str, torch.Ten
                    space, device: torch.device) -> list[dict]:
     """Every metric of every predicted head against this frame's labels (the ones it has)."""
     batch = batch_to(default_collate([sample]), device)
-    rows = []
+    sums = MetricSums()
     for task in space.tasks:
-        if task.name not in chosen or not bool(batch["valid"][task.kind]):
-            continue
-        head = chosen[task.name]
-        prediction, target = as_prediction(task.kind, full[head]), batch[task.kind]
-        weight = batch["weight"].get(task.kind)
-        for metric in task.metrics:
-            if metric.name == "iou":
-                inter, union = iou_counts(prediction, target, weight)
-                value = (inter / union).item() if union > 0 else 1.0
-            else:
-                extra = {} if weight is None else {"weight": weight}
-                value = METRICS[metric.name](prediction, target, **extra).item()
-            rows.append({"clip": clip, "frame": name, "head": head, "task": task.name, "metric": metric.name,
-                         "value": value})
-    return rows
+        if task.name in chosen and bool(batch["valid"][task.kind]):
+            head = chosen[task.name]
+            weight = batch["weight"].get(task.kind)
+            for metric in task.metrics:
+                sums.add((head, task.name), metric.name, as_prediction(task.kind, full[head]), batch[task.kind],
+                         weight)
+    return [{"clip": clip, "frame": name, "head": head, "task": task, "metric": metric, "value": value}
+            for (head, task, metric), value in sums.values().items()]

@@ -104,24 +104,21 @@ def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
 
 
 def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
-    """FP16 engines built from the exported ONNX graphs. TensorRT 10 takes the FP16 builder flag; TensorRT 11 has
-    removed it (networks are strongly typed) and takes its precision from the graph, exported in FP16 there."""
+    """FP16 engines built strongly typed from FP16 ONNX graphs: the graph's types hold, so the homography
+    geometry, which the graph keeps in fp32, stays in fp32 (TensorRT 10 opts in with the STRONGLY_TYPED flag, in
+    TensorRT 11 every network is strongly typed and the flag is ignored)."""
     import tensorrt as trt
-    major = int(trt.__version__.split(".")[0])
     logger = trt.Logger(trt.Logger.WARNING)
     runs = []
     for streaming in (False, True):
         path = folder / f"{'streaming' if streaming else 'two_frame'}.onnx"
-        export_onnx(network, path, height, width, streaming=streaming, fp16=major >= 11)
+        export_onnx(network, path, height, width, streaming=streaming, fp16=True)
         builder = trt.Builder(logger)
-        graph = builder.create_network()  # explicit batch on 10; on 11 always strongly typed (types from the graph)
+        graph = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(graph, logger)
         if not parser.parse(path.read_bytes()):
             raise NSSError(f"TensorRT could not parse {path.name}: {parser.get_error(0)}")
-        config = builder.create_builder_config()
-        if major < 11:
-            config.set_flag(trt.BuilderFlag.FP16)
-        serialized = builder.build_serialized_network(graph, config)
+        serialized = builder.build_serialized_network(graph, builder.create_builder_config())
         if serialized is None:  # TensorRT logs why; without this check the next call fails with a TypeError
             raise NSSError(f"TensorRT could not build an engine from {path.name} (its log above says why)")
         engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
@@ -145,6 +142,8 @@ def backend_runs(network: MostNet, height: int, width: int, backend: str, device
                  folder: Path) -> tuple[Callable[[], object], Callable[[], object]]:
     """The two-frame forward and the streaming per-frame step of `network` at batch 1 on a backend, as callables
     (ONNX graphs and TensorRT engines are written to `folder`, which must outlive the callables)."""
+    if backend == "onnxruntime" and (fp16 or device.type != "cpu"):
+        raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
     if backend == "torch":
         return _torch_runs(network, height, width, device, fp16)
     if backend == "onnxruntime":
@@ -152,13 +151,27 @@ def backend_runs(network: MostNet, height: int, width: int, backend: str, device
     return _tensorrt_runs(network, height, width, folder)
 
 
+def interleaved_times(networks: dict[str, MostNet], height: int, width: int, *, backend: str = "torch",
+                      device: str = "cpu", fp16: bool = False, iters: int = 30,
+                      warmup: int = 5) -> dict[str, list[float]]:
+    """Seconds per batch-1 two-frame forward of each network, the networks timed in turns (one round: each runs
+    once) so that whatever drifts or competes for the machine hits them alike; compare their medians, or the
+    paired differences of one round."""
+    torch_device = torch.device("cuda") if backend == "tensorrt" else torch.device(device)
+    fp16 = fp16 or backend == "tensorrt"
+    with tempfile.TemporaryDirectory() as folder:
+        runs = {}
+        for i, (name, network) in enumerate(networks.items()):
+            (Path(folder) / str(i)).mkdir()
+            runs[name] = backend_runs(network, height, width, backend, torch_device, fp16, Path(folder) / str(i))[0]
+        return time_interleaved(runs, iters, warmup, torch_device)
+
+
 def profile_network(network: MostNet, *, height: int, width: int, backend: str = "torch", device: str = "cpu",
                     fp16: bool = False, iters: int = 100, warmup: int = 10) -> dict:
     """Parameters, FLOPs and latency statistics (milliseconds) of a network at batch 1."""
     if iters < 1 or warmup < 0:
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
-    if backend == "onnxruntime" and (fp16 or device != "cpu"):
-        raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
     report = {"params": count_parameters(network), "flops": count_flops(network, height, width),
               "architecture_id": network.architecture.id, "heads": list(network.heads)}
     torch_device = torch.device("cuda") if backend == "tensorrt" else torch.device(device)

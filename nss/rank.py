@@ -2,7 +2,6 @@
 the searches' gate probabilities predict each head's measured value."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -11,10 +10,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from search_spaces import Architecture, SearchSpace
+from search_spaces import Architecture, SearchSpace, read_json
 
 from .errors import NSSError
-from .groundtruth import marginal_values, noise_floor
+from .groundtruth import marginal_values
 from .io import atomic_write
 from .runfolder import RunFolder
 from .trials import Experiment
@@ -30,9 +29,10 @@ def load_ranking(groundtruth: str | Path) -> tuple[pd.DataFrame, SearchSpace, Ex
     return pd.read_csv(path, dtype={"heads": str}), SearchSpace.from_dict(manifest["space"]), experiment
 
 
-def search_wall_time(run: Path) -> float:
+def search_wall_time(run: Path, config: dict) -> float:
     """Seconds the search took: its search phase, and the pretraining it ran or started from."""
-    config = RunFolder(run).require_existing().read_yaml("config.yaml")
+    if not (run / "metrics.csv").is_file():
+        raise NSSError(f"{run}: no metrics.csv, so no record of how long the search took")
     metrics = pd.read_csv(run / "metrics.csv")
     total = float(metrics.groupby("phase")["wall_time"].max().sum())
     if config.get("from_run") and (Path(config["from_run"]) / "metrics.csv").is_file():
@@ -56,16 +56,17 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
     if not len(done):
         raise NSSError(f"{groundtruth}: no architecture of the ground truth was retrained")
     marginal = marginal_values(ranking, space)
-    floor = noise_floor(ranking)
     best = done["delta_mtl"].max()
     groundtruth_wall = float(ranking["wall_time_s"].sum())
     rows = []
     for run in map(Path, runs):
+        config = RunFolder(run).require_existing().read_yaml("config.yaml")
         path = run / "architecture.json"
-        if not path.is_file():
-            raise NSSError(f"{run}: no architecture.json (not a search run, or not finished)")
-        data = json.loads(path.read_text())
-        architecture = Architecture.from_dict(data)
+        if config.get("command") != "search" or not path.is_file():
+            raise NSSError(f"{run}: not a finished search run (made by `nss {config.get('command')}`"
+                           f"{'' if path.is_file() else ', no architecture.json'})")
+        data = read_json(path)
+        architecture = Architecture.load(path)
         if architecture.space != space:
             raise NSSError(f"{run}: searched space {architecture.space.name!r}, but the ground truth is of "
                            f"{space.name!r}")
@@ -77,8 +78,7 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
             found = match.iloc[0]
             row.update({"rank": int(found["rank"]), "of": len(done), "percentile": float(found["percentile"]),
                         "delta_mtl": float(found["delta_mtl"]), "best_delta_mtl": float(best),
-                        "within_noise_of_best": bool(best - found["delta_mtl"] <= floor) if not math.isnan(floor)
-                        else None,
+                        "tied_with_best": found.get("tied_with_best"),
                         "pareto_latency": bool(found["pareto_latency"]), "pareto_params": bool(found["pareto_params"]),
                         "below_front": front_at(ranking, found["latency_ms"]) - float(found["delta_mtl"])})
         else:
@@ -89,7 +89,7 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
             kendall, spearman = stats.kendalltau(probabilities, values), stats.spearmanr(probabilities, values)
             row.update({"kendall_tau": float(kendall.statistic), "kendall_p": float(kendall.pvalue),
                         "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)})
-        row.update({"search_wall_s": search_wall_time(run), "groundtruth_wall_s": groundtruth_wall})
+        row.update({"search_wall_s": search_wall_time(run, config), "groundtruth_wall_s": groundtruth_wall})
         row["cost_ratio"] = groundtruth_wall / row["search_wall_s"] if row["search_wall_s"] > 0 else np.nan
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -11,7 +11,7 @@ import json
 import pandas as pd
 import torch
 
-from search_spaces import Architecture, get_size, get_space, is_architecture_file
+from search_spaces import Architecture, SpaceError, get_size, get_space, is_architecture_file
 from supernet import build_network, required_divisor
 
 from .config import RunConfig, config_from_dict
@@ -21,7 +21,7 @@ from .errors import NSSError
 from .evaluate import evaluate, finest_per_task
 from .export import DEFAULT_OPSET, export_with_report
 from .io import atomic_write, atomic_write_text, refuse_existing
-from .latency import CostTable, measure_cost_table, predicted_latency
+from .latency import CostTable, measure_cost_table
 from .metrics import delta_mtl
 from .profile import profile_network, resolve_backend, tensorrt_available
 from .runfolder import RunFolder
@@ -137,10 +137,12 @@ def search(config: RunConfig | None = None, *, out: str | Path | None = None, fo
     probabilities, c = session.gates.probabilities(), session.config
     architecture = derive_architecture(session.space, probabilities, c.threshold)
     undecided = tuple(undecided_heads(probabilities, c.threshold, c.margin))
+    provenance = dict(gates=probabilities, threshold=c.threshold, tau=c.tau, margin=c.margin,
+                      undecided=list(undecided), relaxation=c.relaxation)
+    save_architecture(trainer.run.path / "architecture.json", architecture, **provenance)
     cost = _latency_of(architecture, session.latency) if session.latency is not None else {}
-    save_architecture(trainer.run.path / "architecture.json", architecture, gates=probabilities,
-                      threshold=c.threshold, tau=c.tau, margin=c.margin, undecided=list(undecided),
-                      relaxation=c.relaxation, **cost)
+    if cost:  # saved again with what the table says of it: the search's result is on disk whatever happens here
+        save_architecture(trainer.run.path / "architecture.json", architecture, **provenance, **cost)
     return SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided,
                         cost.get("predicted_latency_ms"), cost.get("measured_latency_ms"), cost.get("latency_note"))
 
@@ -148,7 +150,7 @@ def search(config: RunConfig | None = None, *, out: str | Path | None = None, fo
 def _latency_of(architecture: Architecture, table: CostTable) -> dict:
     """The derived architecture's latency as the cost table predicts it and, where the table's backend runs
     here, as measured on it (same network size, input size and precision as the table)."""
-    cost = {"predicted_latency_ms": predicted_latency(table.raw, architecture)}
+    cost = {"predicted_latency_ms": table.predicted(architecture)}
     device = "cuda" if table.device.startswith("cuda") else "cpu"
     why = "no CUDA GPU" if device == "cuda" and not torch.cuda.is_available() else \
         tensorrt_available() if table.backend == "tensorrt" else None
@@ -156,9 +158,13 @@ def _latency_of(architecture: Architecture, table: CostTable) -> dict:
         cost["latency_note"] = f"not measured: the table was measured with {table.backend} on {table.device} ({why})"
         return cost
     torch.manual_seed(0)
-    report = profile_network(build_network(architecture, get_size(table.network)), height=table.input_size[0],
-                             width=table.input_size[1], backend=table.backend, device=device,
-                             fp16=table.precision == "fp16", iters=table.raw.get("iters", 30))
+    try:
+        report = profile_network(build_network(architecture, get_size(table.network)), height=table.input_size[0],
+                                 width=table.input_size[1], backend=table.backend, device=device,
+                                 fp16=table.precision == "fp16", iters=table.raw.get("iters", 30))
+    except (NSSError, SpaceError) as err:
+        cost["latency_note"] = f"not measured: {err}"
+        return cost
     cost["measured_latency_ms"] = report["latency_ms"]["median"]
     return cost
 
@@ -193,10 +199,9 @@ def delta_mtl_against(table: pd.DataFrame, reference: str | Path, tasks) -> floa
     except FileNotFoundError:
         raise NSSError(f"{path}: file not found (run `nss evaluate {reference} --split {split}` first)") from None
     ref = ref[ref["split"] == split]
-    try:
-        return delta_mtl(finest_per_task(table), finest_per_task(ref), tasks)
-    except KeyError as err:
-        raise NSSError(f"{path}: no {split} metrics for {err} to compare with") from None
+    if not len(ref):
+        raise NSSError(f"{path}: no {split} metrics to compare with (run `nss evaluate {reference} --split {split}`)")
+    return delta_mtl(finest_per_task(table), finest_per_task(ref), tasks)
 
 
 def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None, write: bool = True,
@@ -237,7 +242,7 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
     With `per_head`, the per-head cost table of the target's space (its supernet) instead (nss.latency), written
     to `out` (default latency_table.json beside profile.json)."""
     backend, note = resolve_backend(backend)
-    torch_device = resolve_device("cuda" if backend == "tensorrt" else device)
+    torch_device = resolve_device({"tensorrt": "cuda", "onnxruntime": "cpu"}.get(backend, device))
     target_path = Path(target)
     if (target_path / "config.yaml").is_file():  # a run folder: its own network
         _, config = load_run_config(RunFolder(target_path))

@@ -45,7 +45,7 @@ def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer:
 
 def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict, *, tau: float, hard: bool,
                 sparsity: float, sparsity_kind: str, latency: CostTable | None = None, latency_weight: float = 0.0,
-                latency_target: float | None = None) -> StepResult:
+                latency_target: float | None = None, latency_target_weight: float = 1.0) -> StepResult:
     """L_NSS = Σ_i λ_i L_i(O_i^1, Õ_i) + μ L_0(α) [+ latency terms] with α from the gates' relaxation (DESIGN §5).
 
     The cost terms (sparsity, latency) are taken on what the relaxation gives them (`GateSample.costs`); with a
@@ -61,10 +61,9 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     expected = None
     if latency is not None:
         expected = latency.expected(sample.costs)
-        costs = costs + latency_penalty(expected, latency, latency_weight, latency_target)
-    if sample.log_prob is not None:  # score function: the value of the costs, the gradient cost · ∇ log p(z)
-        credit = costs.detach() * sample.log_prob
-        costs = costs.detach() + credit - credit.detach()
+        costs = costs + latency_penalty(expected, latency, latency_weight, latency_target, latency_target_weight)
+    if sample.log_prob is not None:  # score function: the costs' value, their gradient through log p(z)
+        costs = gates.credit(costs, sample.log_prob)
     weights = {t.name: torch.tensor(t.weight) for t in space.tasks}
     loss = sum(weights[name] * value for name, value in losses.items()) + costs
     return StepResult(loss, losses, weights, full, deltas, extra=costs, alphas=sample.alphas, sparsity=penalty,

@@ -15,12 +15,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from search_spaces import get_space
-
 from .config import FIELDS, OPTIONS_OF, SEARCH_ONLY, RunConfig, coerce, resolve_config
 from .errors import NSSError
 from .io import atomic_write
-from .trials import Experiment, ListSource, Resources, Trial, ray_session, run_trials
+from .trials import Experiment, ListSource, Resources, Trial, progress_bar, ray_session, run_trials
 
 # Options a grid may vary: everything `nss search` takes but the data-loading processes (--workers means
 # concurrent trials here) and --from (the sweep makes its own pretrainings).
@@ -30,7 +28,7 @@ PRETRAIN_MODES = ("shared", "per-trial")
 ALIASES = {"sparsity": "mu", "sparsity_kind": "L0", "threshold": "thr", "margin": "margin", "gate_lr": "glr",
            "search_steps": "steps", "search_epochs": "epochs", "pretrain_steps": "psteps",
            "pretrain_epochs": "pepochs", "frame_size": "size", "batch_size": "batch"}
-PATH_OPTIONS = ("data", "space", "architecture", "from_run")
+PATH_OPTIONS = ("data", "space", "architecture", "from_run", "latency_table")
 
 
 def parse_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -163,32 +161,27 @@ def sweep(grid: Mapping[str, Any] | None = None, out: str | Path = "runs/sweep",
         if count > max_trials:
             raise NSSError(f"the grid has {count} trials, more than --max-trials {max_trials}")
         base_dict = (base or RunConfig()).validate().to_dict()
-        get_space(base_dict["space"])  # an unknown space is bad input, not a trial error
         experiment.refuse_existing(force)
     pretrainings, searches = plan_trials(grid, base_dict, pretrain)
     with ray_session(resources):
         if not resume:
             experiment.create({"grid": grid, "base": base_dict, "pretrain": pretrain, "max_trials": max_trials})
-        pending = [t for t in pretrainings if experiment.record(t.name) is None]
-        run_trials(ListSource(pending), experiment, resources, progress=progress)
-        ready = []
-        for trial in searches:
-            if experiment.record(trial.name) is not None:
-                continue
-            source = trial.options.get("pretraining")
-            if source is None:
-                ready.append(trial)
-                continue
-            made = experiment.record(source)
-            if made["status"] == "done":
-                ready.append(replace(trial, config=dict(trial.config, from_run=str(experiment.trial_dir(source)))))
-            else:
-                experiment.trial_dir(trial.name).mkdir(parents=True, exist_ok=True)
-                experiment.write_record(trial.name, {
-                    "name": trial.name, "job": trial.job, "settings": trial.settings, "status": "error",
-                    "message": f"its pretraining {source} failed: {made['message']}", "result": {},
-                    "wall_time_s": 0.0})
-        run_trials(ListSource(ready), experiment, resources, progress=progress, describe=_describe)
+        pending = [t for t in pretrainings + searches if experiment.record(t.name) is None]
+        with progress_bar(len(pending), "sweep", progress) as bar:
+            run_trials(ListSource([t for t in pending if t.job == "pretrain"]), experiment, resources,
+                       progress=progress, bar=bar)
+            ready = []
+            for trial in (t for t in pending if t.job == "search"):
+                source = trial.options.get("pretraining")
+                made = experiment.record(source) if source else None
+                if made is None:
+                    ready.append(trial)
+                elif made["status"] == "done":
+                    ready.append(replace(trial, config=dict(trial.config, from_run=str(experiment.trial_dir(source)))))
+                else:
+                    experiment.write_error(trial, f"its pretraining {source} failed: {made['message']}")
+                    bar.update()
+            run_trials(ListSource(ready), experiment, resources, progress=progress, describe=_describe, bar=bar)
     table = sweep_table(experiment, searches, list(grid))
     atomic_write(experiment.path / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table

@@ -85,10 +85,18 @@ class Session:
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
         validation_data = open_dataset(config.data, "val", cls.synthetic_spec(config)) if validation else None
-        if validation_data is not None and len(validation_data) < config.batch_size:
-            raise DataError(f"{config.data}: {len(validation_data)} validation pairs, fewer than the batch size "
-                            f"{config.batch_size}")
+        if validation_data is not None:
+            if len(validation_data) < config.batch_size:
+                raise DataError(f"{config.data}: {len(validation_data)} validation pairs, fewer than the batch size "
+                                f"{config.batch_size}")
+            unscored = [t.name for t in space.tasks if t.name in validation_data.unlabelled_tasks()]
+            if unscored:  # Δ_MTL (best.pt, bi-level's α steps) would leave the task out, or compare unlike scores
+                raise DataError(f"{config.data}: the validation split has no labels for {', '.join(unscored)}; "
+                                "validation scores every task")
         latency = CostTable.load(config.latency_table, space) if config.latency_table else None
+        if latency is not None and config.latency_target is not None and config.latency_target < latency.base_ms:
+            raise NSSError(f"--latency-target: {config.latency_target:g} ms cannot be met: the fixed heads alone take "
+                           f"{latency.base_ms:.2f} ms on the table's {latency.backend}")
         torch.manual_seed(config.seed)
         network = build_network(architecture, get_size(size_name)).to(device)
         gates = Gates(space.searchable, config.relaxation).to(device)
@@ -226,7 +234,7 @@ class Trainer:
         if phase == "search":
             return search_loss(s.space, s.network, s.gates, batch, tau=c.tau, hard=c.hard, sparsity=c.sparsity,
                                sparsity_kind=c.sparsity_kind, latency=s.latency, latency_weight=c.latency_weight,
-                               latency_target=c.latency_target)
+                               latency_target=c.latency_target, latency_target_weight=c.latency_target_weight)
         if phase == "retrain" and c.augment:
             batch = augment(batch, c.seed, step)
         return supervised_loss(s.space, s.network, batch, balancer)

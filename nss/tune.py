@@ -18,11 +18,16 @@ import optuna
 import pandas as pd
 import yaml
 
+from search_spaces import get_space
+
 from .config import FIELDS, RETRAIN_ONLY, SEARCH_ONLY, RunConfig, coerce
 from .errors import NSSError
 from .io import atomic_write
+from .profile import resolve_backend
 from .sweep import absolute_paths
+from .train import resolve_device
 from .trials import Experiment, ListSource, Resources, Trial, ray_session, run_trials
+from .trials.jobs import network_size, reference_latency
 
 STUDY_NAME = "nss-tune"
 # objective name → (Optuna direction, the trial result's key)
@@ -78,7 +83,11 @@ def distributions(params: Mapping[str, Mapping[str, Any]]) -> dict[str, optuna.d
             raise NSSError(f"{name}: needs low < high (and low > 0 with log), got {low} and {high}")
         distribution = optuna.distributions.IntDistribution if kind == "int" else \
             optuna.distributions.FloatDistribution
-        out[name] = distribution(low, high, log=bool(spec.get("log", False)), step=spec.get("step"))
+        extra = {"step": coerce(name, spec["step"])} if spec.get("step") is not None else {}
+        try:
+            out[name] = distribution(low, high, log=bool(spec.get("log", False)), **extra)
+        except (TypeError, ValueError) as err:  # e.g. a step with log
+            raise NSSError(f"{name}: {err}") from None
     return out
 
 
@@ -113,10 +122,17 @@ class StudySource:
     base: dict[str, Any]
     options: dict[str, Any]
     total: int
+    experiment: Experiment
 
     def __post_init__(self) -> None:
         states = optuna.trial.TrialState
-        self.resumed = self.study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING))
+        self.resumed = []
+        for left in self.study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING)):
+            record = self.experiment.record(f"t{left.number:03d}")
+            if record is None:
+                self.resumed.append(left)  # interrupted: its trial continues from its checkpoints
+            else:  # it ended, but the tune was killed before telling the study
+                self.complete(self._trial(left.number, left.params), record)
         finished = len(self.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)))
         self.new = max(0, self.total - finished - len(self.resumed))
         self.count = len(self.resumed) + self.new
@@ -133,6 +149,9 @@ class StudySource:
             number, params = asked.number, asked.params
         else:
             return None
+        return self._trial(number, params)
+
+    def _trial(self, number: int, params: dict[str, Any]) -> Trial:
         return Trial(f"t{number:03d}", "tune", dict(self.base, **params), {"number": number, **params}, self.options)
 
     def complete(self, trial: Trial, record: dict[str, Any]) -> None:
@@ -197,8 +216,12 @@ def tune(out: str | Path = "runs/tune", *, trials: int | None = None,
             raise NSSError(f"--objectives: choose distinct ones from {', '.join(OBJECTIVES)}, got {list(objectives)}")
         trials = 24 if trials is None else trials
         params = dict(params or DEFAULT_PARAMS)
-        base_dict = absolute_paths((base or RunConfig()).validate().to_dict())
-        options = {"backend": backend, "size": list(size) if size else None, "iters": iters}
+        base_config = (base or RunConfig()).validate()
+        base_dict = absolute_paths(base_config.to_dict())
+        device = "cuda" if backend == "tensorrt" else "cpu" if backend == "onnxruntime" else \
+            str(resolve_device(base_config.device))
+        options = {"backend": resolve_backend(backend)[0], "device": device, "iters": iters,
+                   "size": list(size or base_config.frame_height_width)}
         experiment.refuse_existing(force)
     if trials < 1:
         raise NSSError(f"--trials: must be >= 1, got {trials}")
@@ -215,9 +238,13 @@ def tune(out: str | Path = "runs/tune", *, trials: int | None = None,
         made = experiment.record(pretraining.name)
         if made["status"] != "done":
             raise NSSError(f"the shared pretraining failed: {made['message']}")
+        if "reference_ms" not in options:  # measured once, while nothing else runs; kept for resumed tunes
+            config = RunConfig(**base_dict)
+            options["reference_ms"] = reference_latency(get_space(config.space), network_size(config), options)
+            experiment.write_manifest(dict(experiment.manifest(), options=options))
         study = open_study(experiment.path / "study.db", objectives, trials, base_dict["seed"])
         searched = dict(base_dict, from_run=str(experiment.trial_dir(pretraining.name)))
-        source = StudySource(study, space, tuple(objectives), searched, options, trials)
+        source = StudySource(study, space, tuple(objectives), searched, options, trials, experiment)
         run_trials(source, experiment, resources, progress=progress, describe=_describe)
     table = trials_table(study, experiment, objectives)
     atomic_write(experiment.path / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))

@@ -31,8 +31,9 @@ TINY_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--f
               "--device", "cpu", "--quiet"]
 
 
-def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0) -> Path:
-    """Run `nss ARGV --out OUT` in a subprocess and SIGKILL it once a checkpoint of `phase` past step 0 exists."""
+def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0, before: int | None = None) -> Path:
+    """Run `nss ARGV --out OUT` in a subprocess and SIGKILL it once a checkpoint of `phase` past step 0 (and
+    before step `before`, the phase's last) exists."""
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     process = subprocess.Popen([sys.executable, "-m", "nss.cli"] + argv + ["--out", str(out)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -40,7 +41,7 @@ def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0)
     while time.monotonic() < deadline:
         if path.exists():  # checkpoints are renamed into place: reading one while the run goes on is safe
             state = torch.load(path, weights_only=True)
-            if state["phase"] == phase and state["step"] > 0:
+            if state["phase"] == phase and 0 < state["step"] < (before or float("inf")):
                 break
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)

@@ -10,7 +10,7 @@ import nss
 from nss.cli import main
 from nss.costs import count_flops, count_parameters
 from nss.gates import Gates
-from nss.latency import CostTable, latency_penalty, measure_cost_table, predicted_latency
+from nss.latency import CostTable, latency_penalty, measure_cost_table
 from nss.train import Session, Trainer
 from search_spaces import Architecture, get_size, get_space
 from supernet import build_network
@@ -39,7 +39,7 @@ def test_every_head_costs_time_and_the_counts_are_exact(measured):
     assert len(measured["checks"]) == 4 and all(abs(c["error_pct"]) < 60 for c in measured["checks"])
     assert {"backend", "device", "precision", "input_size", "network", "space"} <= set(measured)
     architecture = Architecture(SPACE, SPACE.fixed + ("flow@2",))
-    assert predicted_latency(measured, architecture) == pytest.approx(
+    assert CostTable.from_dict(measured, SPACE, "t").predicted(architecture) == pytest.approx(
         measured["base"]["latency_ms"] + measured["heads"]["flow@2"]["latency_ms"])
 
 
@@ -133,6 +133,22 @@ def test_bilevel_on_a_data_folder_without_a_validation_split_is_refused(data_cop
     (data_copy / "meta.json").write_text(json.dumps(meta))
     assert main(["search", *TINY_FLAGS, "--data", str(data_copy), "--bilevel", "--out", str(tmp_path / "run")]) == 1
     assert "no split 'val'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_bilevel_alpha_step_moves_the_gates_and_not_the_weights(tmp_path):
+    from nss.runfolder import RunFolder
+    config = tiny_config(bilevel=True, pretrain_steps=0, search_steps=2).validate()
+    session = Session.open(config, validation=True)
+    trainer = Trainer(session, RunFolder(tmp_path / "run").create(force=False), progress=False)
+    optimizers = trainer._prepare("search")[0]
+    weights = {k: v.clone() for k, v in session.network.state_dict().items() if v.dtype.is_floating_point}
+    logits = session.gates.logits.detach().clone()
+    batch = next(iter(trainer._loader("search", 0, session.validation, 3)))
+    trainer._alpha_step("search", 1, batch, optimizers, trainer._prepare("search")[2])
+    assert not torch.equal(logits, session.gates.logits.detach())
+    after = session.network.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in weights.items() if "running" not in k)  # BN statistics aside
+    assert trainer.batches_seen == {"train": 0, "val": 1}
 
 
 def test_bilevel_alternates_batches_from_the_two_splits(tmp_path):

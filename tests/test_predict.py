@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 import nss
+import nss.data
+import nss.runs
 from nss.cli import main
 from nss.data.formats import read_flo
 from nss.profile import profile_network
@@ -69,6 +71,22 @@ def test_predict_on_a_data_folder_writes_homographies_and_metrics(trained, synth
     with pytest.raises(nss.NSSError, match="--heads: flow@1 is not a head of this network"):
         nss.predict(trained["most_net_pp"], synthetic_folder, tmp_path / "bad", heads="flow@1", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_streaming_predictions_equal_the_two_frame_forward(trained, synthetic_folder, tmp_path):
+    """Frame t's outputs from the cached features of t−1 are the network's on the pair (t−1, t)."""
+    session, _ = nss.runs.open_trained(trained["most_net_plus"], "cpu")
+    out = tmp_path / "pred"
+    nss.predict(trained["most_net_plus"], synthetic_folder, out, split="val", progress=False)
+    data = nss.data.FolderDataset(synthetic_folder, "val")
+    sample = data[1]  # clip val_000, frames 1 → 2
+    with torch.no_grad():
+        outputs = session.network.eval()(sample["previous"][None], sample["current"][None])
+    restored = np.asarray(Image.open(out / "val_000" / "restoration" / "000002.png"), np.float32) / 255
+    expected = outputs["restoration@1"][0].clamp(0, 1).permute(1, 2, 0).numpy()
+    assert np.abs(restored - expected).max() <= 0.5 / 255 + 1e-6  # PNG quantisation only
+    flow = read_flo(out / "val_000" / "flow" / "000002.flo")
+    np.testing.assert_allclose(flow, outputs["flow@1"][0].permute(1, 2, 0).numpy(), atol=1e-5)
 
 
 def test_profiling_leaves_the_callers_network_as_it_was():

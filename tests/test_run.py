@@ -62,7 +62,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path, varia
 
     flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "30", "--checkpoint-every", "3",
                           "--log-every", "3"] + variant
-    run = kill_mid_run(["search"] + flags, tmp_path / "killed", "search")
+    run = kill_mid_run(["search"] + flags, tmp_path / "killed", "search", before=30)
     resumed = nss.search(out=run, resume=True, progress=False)
     assert resumed.architecture == reference.architecture
     for head, prob in reference.probabilities.items():
@@ -279,3 +279,8 @@ def test_logs_are_appended_not_rewritten_at_every_checkpoint(tmp_path):
     assert frame["sparsity"].isna().sum() == 199 and frame["loss"].iloc[-2] == pytest.approx(1 / 199)
     table.cut_back(150, "pretrain", 0)  # what a resumed run keeps: the rows its checkpoint had flushed
     assert len(pd.read_csv(tmp_path / "metrics.csv")) == 150 and table.rows_written == 150
+    with open(tmp_path / "metrics.csv", "a") as file:  # killed in the middle of appending a row
+        file.write("pretrain,151,0.00")
+    Table(tmp_path / "metrics.csv").cut_back(150, "pretrain", 0)
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(frame) == 150 and frame["step"].iloc[-1] == 150

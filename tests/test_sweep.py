@@ -141,9 +141,14 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_table(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, its Ray and every worker
     driver.wait()
     before = json.loads((out / "trials" / finished / "trial.json").read_text())
+    under_way = running[0].parents[1]
+    inode = (under_way / "config.yaml").stat().st_ino
 
     resumed = nss.sweep(out=out, resume=True, resources=TWO, progress=False)
     assert json.loads((out / "trials" / finished / "trial.json").read_text()) == before  # not rerun
+    assert (under_way / "config.yaml").stat().st_ino == inode  # went on in its own folder, not made anew
+    steps = pd.read_csv(under_way / "metrics.csv")["step"]
+    assert steps.is_unique and steps.max() == 24
     probabilities = [c for c in reference if c.startswith("prob/")]
     assert list(resumed["architecture"]) == list(reference["architecture"])
     assert list(resumed["status"]) == ["done"] * 4

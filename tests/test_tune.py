@@ -7,6 +7,7 @@ import pytest
 
 from nss.cli import main
 from nss.trials import Resources, ray_session
+from nss.errors import NSSError
 from nss.tune import STUDY_NAME, distributions, load_params
 
 TUNE_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
@@ -70,12 +71,33 @@ def test_one_objective_uses_tpe_and_a_parameter_file(tmp_path):
     ("tau: {low: 5, high: 1}", "tau: needs low < high"),
     ("sparsity_kind: {low: 1, high: 2}", "sparsity_kind: a str option takes {choices: [...]}"),
     ("[1, 2]", "expected a mapping"),
+    ("tau: {low: 1, high: 8, log: true, step: 0.5}", "tau: "),
 ])
 def test_bad_parameter_files_are_named(tmp_path, text, message):
     path = tmp_path / "p.yaml"
     path.write_text(text)
-    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("{", r"\{")):
+    with pytest.raises(NSSError, match=message.replace("[", r"\[").replace("{", r"\{")):
         load_params(path)
+
+
+def test_integer_options_and_steps_are_sampled_as_integers(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("search_steps: {low: 100, high: 600}\nretrain_steps: {low: 100, high: 500, step: 100}\n")
+    space = distributions(load_params(path))
+    assert isinstance(space["search_steps"], optuna.distributions.IntDistribution)
+    assert space["retrain_steps"].step == 100
+
+
+def test_trials_that_fail_are_failed_trials_of_the_study(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("threshold: {low: 1.5, high: 2.0}\n")  # outside (0, 1): every trial's setting is bad
+    out = tmp_path / "tune"
+    assert main(["tune", *TUNE_FLAGS, "--trials", "2", "--params", str(params), "--out", str(out)]) == 1
+    assert "every one of the 2 trials failed" in capsys.readouterr().err
+    assert [t.state for t in load(out).trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert set(pd.read_csv(out / "trials.csv")["message"].str[:12]) == {"--threshold:"}
+    assert main(["tune", "--objectives", "speed", "--out", str(tmp_path / "x")]) == 1
+    assert "--objectives: choose distinct ones from delta_mtl, latency, params, flops" in capsys.readouterr().err
 
 
 def test_default_space_is_the_issue_s():

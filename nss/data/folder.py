@@ -159,20 +159,32 @@ class FolderDataset(Dataset):
 
 def check_folder(root: str | Path) -> list[str]:
     """Every problem of a data folder, one line each naming the file; empty when the folder is usable."""
+    return inspect_folder(root)[0]
+
+
+def inspect_folder(root: str | Path) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a data folder, one line each naming the file. Problems make it unusable; notes are
+    what it is worth knowing: a gap in a clip's numbering, a split without labels for a task that others have."""
     root = Path(root)
     try:
         meta = read_meta(root)
     except DataError as err:
-        return [str(err)]
-    problems, size = [], tuple(meta["frame_size"])
+        return [str(err)], []
+    problems, notes, size = [], [], tuple(meta["frame_size"])
     kinds = [KIND_OF_TASK[t] for t in meta["tasks"]]
+    everywhere = [str(c) for clips in meta["splits"].values() for c in clips]
+    for task in meta["tasks"]:
+        why = _unlabelled(root, everywhere, KIND_OF_TASK[task])
+        if why:  # declared but nowhere labelled: nothing can learn it
+            problems.append(f"{root / 'meta.json'}: task {task!r}: {why}")
     for split, clips in meta["splits"].items():
         if not clips:
             problems.append(f"{root / 'meta.json'}: split {split!r} has no clips")
         for task in meta["tasks"]:
-            why = _unlabelled(root, [str(c) for c in clips], KIND_OF_TASK[task])
-            if why and clips:
-                problems.append(f"{root / 'meta.json'}: task {task!r} of split {split!r}: {why}")
+            if clips and _unlabelled(root, [str(c) for c in clips], KIND_OF_TASK[task]) \
+                    and not _unlabelled(root, everywhere, KIND_OF_TASK[task]):
+                notes.append(f"{root / 'meta.json'}: split {split!r} has no {task} labels (training on it leaves "
+                             f"{task} unlearnt; validating on it is refused)")
         for clip in clips:
             clip_dir = root / "clips" / str(clip)
             try:
@@ -185,8 +197,8 @@ def check_folder(root: str | Path) -> list[str]:
                 problems.append(f"{clip_dir / 'input'}: needs at least 2 consecutively numbered frames, found "
                                 f"{len(stems)}")
             for before, after in zip(runs, runs[1:]):
-                problems.append(f"{clip_dir / 'input'}: frames jump from {before[-1]} to {after[0]}; the gap splits "
-                                "the clip (no training pair spans it)")
+                notes.append(f"{clip_dir / 'input'}: frames jump from {before[-1]} to {after[0]}; the gap splits "
+                             "the clip (no training pair spans it)")
             for stem in stems:
                 try:
                     read_image(find_file(clip_dir / "input", stem, "image"), size)
@@ -207,4 +219,4 @@ def check_folder(root: str | Path) -> list[str]:
                         continue
                     if not np.isfinite(label).all():
                         problems.append(f"{path}: contains NaN or Inf")
-    return problems
+    return problems, notes

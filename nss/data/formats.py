@@ -2,7 +2,7 @@
 labelled). Every refusal names the file, what it holds and what is accepted.
 
 Masks (PNG):
-- grey (L, 8 or 16 bit): 0/1 (any value ≥ 1 is foreground) or 0/255 (foreground from half the range up);
+- grey (L, 8 or 16 bit): 0/1 or 0/255 (0/65535), nothing else (a class-index map is refused, not misread);
 - palette (P, DAVIS/VOC): index 0 background, any other index foreground, index 255 ignored (VOC's boundaries);
 - RGB/RGBA: black (all colour channels 0) background, any other colour foreground (colour-coded annotations).
 Flow (dx, dy; frame N at (x, y) shows what frame N−1 shows at (x+dx, y+dy)):
@@ -67,8 +67,14 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarr
             foreground = (index > 0) & weight
         elif mode in ("L", "1", "I;16", "I;16B", "I"):
             value = np.asarray(image)
-            peak = 1 if value.max(initial=0) <= 1 else (65535 if mode.startswith("I") else 255)
-            foreground, weight = value >= (1 if peak == 1 else (peak + 1) // 2), np.ones(value.shape, bool)
+            values = np.unique(value)
+            peak = next((p for p in (1, 255, 65535) if set(values.tolist()) <= {0, p}), None)
+            if peak is None:
+                shown = ", ".join(str(v) for v in values[:6]) + (", …" if len(values) > 6 else "")
+                raise DataError(f"{path}: a grey mask of mode {mode!r} with values {{{shown}}}; accepted: 0/1 or "
+                                "0/255 (0/65535 in 16 bits); a class-index map needs a palette or its foreground "
+                                "class picked out first")
+            foreground, weight = value == peak, np.ones(value.shape, bool)
         elif mode in ("RGB", "RGBA", "LA"):
             colour = np.asarray(image.convert("RGB"))
             foreground, weight = colour.any(axis=-1), np.ones(colour.shape[:2], bool)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..errors import DataError
 from ..io import staged_directory
 from ..video import is_video, read_video, video_info
+from ..visualize import to_uint8
 from .fit import Fit, fitting_size
 from .folder import find_file, read_homography
 from .formats import SUFFIXES, read_flow, read_image, read_mask, write_kitti_flow
@@ -48,19 +49,23 @@ def clips_of(source: Path) -> list[tuple[str, Path]]:
     return clips + videos
 
 
-def _frames(where: Path) -> Iterator[tuple[str, str, np.ndarray]]:
+def _frames(where: Path, reverse: bool) -> Iterator[tuple[str, str, np.ndarray]]:
     """(the frame's own name, its number in the folder format, (H, W, 3) float in [0, 1]) of a clip. A video's
     frames are numbered from 0; image files keep the number their names end with (a gap stays a gap), or are
-    numbered in order when their names end with none."""
+    numbered in order when their names end with none. `reverse` numbers the clip backwards in time (a forward
+    flow of frame t, towards t+1, is then the backward flow the folder format wants)."""
     if is_video(where):
-        for index, frame in enumerate(read_video(where)):
-            yield f"{index:06d}", f"{index:06d}", frame.astype(np.float32) / 255.0
-        return
-    files = frame_files(where)
-    numbers = [re.search(r"(\d+)$", p.stem) for p in files]
-    numbered = all(numbers) and len({int(m.group(1)) for m in numbers}) == len(files)
-    for index, (path, number) in enumerate(zip(files, numbers)):
-        yield path.stem, f"{int(number.group(1)) if numbered else index:06d}", read_image(path)
+        numbers = list(range(video_info(where)["frames"] or sum(1 for _ in read_video(where))))
+        sources = ((f"{i:06d}", frame.astype(np.float32) / 255.0) for i, frame in enumerate(read_video(where)))
+    else:
+        files = frame_files(where)
+        found = [re.search(r"(\d+)$", p.stem) for p in files]
+        numbered = all(found) and len({int(m.group(1)) for m in found}) == len(files)
+        numbers = [int(m.group(1)) for m in found] if numbered else list(range(len(files)))
+        sources = ((p.stem, read_image(p)) for p in files)
+    last = max(numbers)
+    for number, (name, frame) in zip(numbers, sources):
+        yield name, f"{last - number if reverse else number:06d}", frame
 
 
 def split_clips(clips: list[str], fractions: tuple[float, ...], seed: int) -> dict[str, list[str]]:
@@ -84,13 +89,25 @@ def split_clips(clips: list[str], fractions: tuple[float, ...], seed: int) -> di
     return splits
 
 
+FLOW_DIRECTIONS = ("backward", "forward")
+
+
 def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str, str | Path] | None = None,
                 size: tuple[int, int] | None = None, divisor: int = 16, split: tuple[float, ...] = (0.8, 0.1, 0.1),
-                seed: int = 0, force: bool = False, progress: bool = True) -> Path:
+                seed: int = 0, flow_direction: str = "backward", force: bool = False, progress: bool = True) -> Path:
     """Write the folder format to `out`. `labels` maps a kind (mask, flow, image for clean targets, homography)
     to a label folder; `size` (H, W) is what frames are fitted to (default: the first frame cropped to multiples
-    of `divisor`), and must itself be such multiples."""
+    of `divisor`), and must itself be such multiples.
+
+    The folder format's flow of frame N is backward (N's grid, towards N−1). Sintel, FlyingChairs and KITTI give
+    forward flow (frame t's grid, towards t+1): with `flow_direction="forward"` each clip is imported backwards in
+    time, which makes that flow exactly the backward flow of the reversed clip (no flow is inverted)."""
     labels = {k: Path(v) for k, v in (labels or {}).items()}
+    if flow_direction not in FLOW_DIRECTIONS:
+        raise DataError(f"--flow-direction: backward or forward, got {flow_direction!r}")
+    if flow_direction == "forward" and "homography" in labels:
+        raise DataError("--flow-direction forward imports clips backwards in time, and homography labels cannot "
+                        "follow (each would need the next frame's inverted): import them without --homography")
     if len(split) != 3 or any(f < 0 for f in split) or not abs(sum(split) - 1) < 1e-6:
         raise DataError(f"--split: three fractions (train, val, test) >= 0 that sum to 1, got {list(split)}")
     for kind, folder in labels.items():
@@ -107,7 +124,7 @@ def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str,
     with staged_directory(out, force, "data folder") as staging, \
             tqdm(total=total or None, desc="import", unit="frame", disable=not progress) as bar:
         for clip, where in clips:
-            for name, stem, frame in _frames(where):
+            for name, stem, frame in _frames(where, reverse=flow_direction == "forward"):
                 if size is None:
                     size = fitting_size(*frame.shape[:2], divisor)
                 fit = Fit(*frame.shape[:2], *size)
@@ -115,7 +132,8 @@ def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str,
                 bar.update()
         meta = {"tasks": [TASK_OF_KIND[k] for k in ("image", "mask", "flow", "homography") if k in labels],
                 "frame_size": list(size), "splits": split_clips(ids, split, seed),
-                "source": {"imported_from": [str(s) for s in sources], "labels": {k: str(v) for k, v in labels.items()}}}
+                "source": {"imported_from": [str(s) for s in sources], "flow_direction": flow_direction,
+                           "labels": {k: str(v) for k, v in labels.items()}}}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     return Path(out)
 
@@ -129,6 +147,7 @@ def _write_frame(clip_dir: Path, name: str, stem: str, fit: Fit, frame: np.ndarr
     """One frame (source name `name`, written as `stem`) and the labels it has, fitted, in the folder format (masks
     with ignored pixels stay palette PNGs, sparse flows stay KITTI PNGs)."""
     _png(clip_dir / "input" / f"{stem}.png", fit.image(frame))
+    size = frame.shape[:2]  # a label of another size is refused, not stretched
     for kind, folder in labels.items():
         path = _label_file(folder, clip, name, kind, per_clip)
         if path is None:
@@ -136,12 +155,12 @@ def _write_frame(clip_dir: Path, name: str, stem: str, fit: Fit, frame: np.ndarr
         target = clip_dir / LABEL_DIRS[kind]
         target.mkdir(parents=True, exist_ok=True)
         if kind == "image":
-            _png(target / f"{stem}.png", fit.image(read_image(path)))
+            _png(target / f"{stem}.png", fit.image(read_image(path, size)))
         elif kind == "mask":
-            foreground, weight = fit.mask(*read_mask(path))
+            foreground, weight = fit.mask(*read_mask(path, size))
             _mask_png(target / f"{stem}.png", foreground, weight)
         elif kind == "flow":
-            flow, weight = fit.flow(*read_flow(path))
+            flow, weight = fit.flow(*read_flow(path, size))
             if (weight > 0).all():
                 np.save(target / f"{stem}.npy", flow.astype(np.float32))
             else:
@@ -152,7 +171,7 @@ def _write_frame(clip_dir: Path, name: str, stem: str, fit: Fit, frame: np.ndarr
 
 def _png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)
+    Image.fromarray(to_uint8(image)).save(path)
 
 
 def _mask_png(path: Path, foreground: np.ndarray, weight: np.ndarray) -> None:

@@ -76,6 +76,14 @@ class Experiment:
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         atomic_write_text(self.trial_dir(name) / RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
+    def write_error(self, trial: "Trial", message: str) -> dict[str, Any]:
+        """The record of a trial that ended without running its job to the end."""
+        record = {"name": trial.name, "job": trial.job, "settings": trial.settings, "status": "error",
+                  "message": message, "result": {}, "wall_time_s": 0.0}
+        self.trial_dir(trial.name).mkdir(parents=True, exist_ok=True)
+        self.write_record(trial.name, record)
+        return record
+
 
 def is_experiment(path: str | Path) -> str | None:
     """The kind of experiment folder `path` is (sweep, tune, groundtruth), None if it is none."""

@@ -2,6 +2,7 @@
 returns plain data. Every step resumes from the run's own checkpoint when the trial was interrupted."""
 from __future__ import annotations
 
+import statistics
 import time
 import traceback
 from dataclasses import replace
@@ -9,15 +10,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 
-from search_spaces import SearchSpace, SpaceError
+from search_spaces import Architecture, SearchSpace, SpaceError, get_size
+from supernet import build_network
 
 from ..config import RunConfig, resolve_config
+from ..costs import count_flops, count_parameters
 from ..errors import NSSError
 from ..evaluate import finest_per_task
 from ..io import atomic_write
 from ..metrics import delta_mtl
-from ..runs import SearchResult, evaluate_run, pretrain, profile_target, retrain, search
+from ..profile import interleaved_times
+from ..runs import SearchResult, evaluate_run, pretrain, retrain, search
+from ..train import resolve_device, resolve_network_size
 from .experiment import Experiment, Trial
 
 
@@ -42,12 +48,10 @@ def _search_job(trial: Trial, folder: Path) -> dict[str, Any]:
     return search_summary(_train(search, resolve_config(**trial.config), folder))
 
 
-def evaluate_and_profile(run: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """A retrained run on each of `options["splits"]` (default validation) and its cost on `options["backend"]`.
-
-    Returns per split the metrics of each task's finest head, the trivial predictor's, and Δ_MTL against it;
-    `delta_mtl` is the first split's. Every split's table goes to the run's eval.csv."""
-    splits, per_split, tables = options.get("splits", ["val"]), {}, []
+def evaluate_splits(run: Path, splits: list[str]) -> dict[str, Any]:
+    """A retrained run on each split: the metrics of each task's finest head, the trivial predictor's, and Δ_MTL
+    against it; every split's table goes to the run's eval.csv."""
+    per_split, tables = {}, []
     tasks = SearchSpace.load(run / "space.json").tasks
     for split in splits:
         table = evaluate_run(run, split, write=False)
@@ -56,26 +60,67 @@ def evaluate_and_profile(run: Path, options: dict[str, Any]) -> dict[str, Any]:
         per_split[split] = {"delta_mtl": delta_mtl(ours, trivial, tasks), "metrics": ours, "baseline": trivial}
     eval_table = pd.concat(tables, ignore_index=True)
     atomic_write(run / "eval.csv", lambda tmp: eval_table.to_csv(tmp, index=False))
-    report, _, _ = profile_target(run, backend=options.get("backend", "torch"), device=options.get("device", "auto"),
-                                  size=tuple(options["size"]) if options.get("size") else None,
-                                  iters=options.get("iters", 30), warmup=options.get("warmup", 5))
-    return {"delta_mtl": per_split[splits[0]]["delta_mtl"], "splits": per_split,
-            "latency_ms": report["latency_ms"]["median"], "params": report["params"], "flops": report["flops"]}
+    return per_split
+
+
+def network_size(config: RunConfig) -> str:
+    """The size preset a configuration trains (auto resolved for its device)."""
+    return resolve_network_size(config.network, resolve_device(config.device))
+
+
+def network_costs(architecture: Architecture, size: str, height: int, width: int) -> dict[str, int]:
+    torch.manual_seed(0)
+    network = build_network(architecture, get_size(size))
+    return {"params": count_parameters(network), "flops": count_flops(network, height, width)}
+
+
+def reference_latency(space: SearchSpace, size: str, options: dict[str, Any]) -> float:
+    """The median batch-1 latency (ms) of a space's supernet, measured while nothing else runs."""
+    torch.manual_seed(0)
+    height, width = options["size"]
+    times = interleaved_times({"reference": build_network(space, get_size(size))}, height, width,
+                              backend=options["backend"], device=options["device"], iters=options["iters"])
+    return 1e3 * statistics.median(times["reference"])
+
+
+def latency_against_reference(architecture: Architecture, size: str, options: dict[str, Any]) -> float:
+    """The architecture's median batch-1 latency (ms), timed in turns with its space's supernet and scaled by the
+    supernet's latency measured before the trials started (`options["reference_ms"]`): a ratio of two networks
+    timed together holds while other trials share the machine, an absolute time does not."""
+    networks = {}
+    for name, target in (("derived", architecture), ("reference", Architecture.full(architecture.space))):
+        torch.manual_seed(0)
+        networks[name] = build_network(target, get_size(size))
+    height, width = options["size"]
+    times = interleaved_times(networks, height, width, backend=options["backend"], device=options["device"],
+                              iters=options["iters"])
+    return statistics.median(times["derived"]) / statistics.median(times["reference"]) * options["reference_ms"]
 
 
 def _tune_job(trial: Trial, folder: Path) -> dict[str, Any]:
-    """Search from the shared pretraining, retrain the derived architecture, evaluate it on validation, profile."""
+    """Search from the shared pretraining, retrain the derived architecture, evaluate it on validation, time it
+    against the supernet."""
     config = resolve_config(**trial.config)
     found = _train(search, config, folder / "search")
     architecture = str(folder / "search" / "architecture.json")
-    _train(retrain, replace(config, architecture=architecture, from_run=None).validate(), folder / "retrain")
-    return dict(search_summary(found), **evaluate_and_profile(folder / "retrain", trial.options))
+    retrained = replace(config, architecture=architecture, from_run=None).validate()
+    _train(retrain, retrained, folder / "retrain")
+    splits = evaluate_splits(folder / "retrain", ["val"])
+    height, width, size = *trial.options["size"], network_size(config)
+    return dict(search_summary(found), delta_mtl=splits["val"]["delta_mtl"], splits=splits,
+                latency_ms=latency_against_reference(found.architecture, size, trial.options),
+                **network_costs(found.architecture, size, height, width))
 
 
 def _groundtruth_job(trial: Trial, folder: Path) -> dict[str, Any]:
-    """Retrain one architecture from scratch, evaluate it on validation and test, profile it."""
-    _train(retrain, resolve_config(**trial.config), folder)
-    return evaluate_and_profile(folder, dict(trial.options, splits=["val", "test"]))
+    """Retrain one architecture from scratch, evaluate it on validation and test, count its cost (its latency is
+    measured afterwards, every architecture in turn on a quiet machine)."""
+    config = resolve_config(**trial.config)
+    _train(retrain, config, folder)
+    splits = evaluate_splits(folder, ["val", "test"])
+    height, width = trial.options["size"]
+    return dict(delta_mtl=splits["test"]["delta_mtl"], splits=splits,
+                **network_costs(Architecture.load(config.architecture), network_size(config), height, width))
 
 
 JOBS: dict[str, Callable[[Trial, Path], dict[str, Any]]] = {

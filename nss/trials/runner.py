@@ -8,10 +8,12 @@ continues from its own checkpoints.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
@@ -43,7 +45,12 @@ class Resources:
 
     @property
     def concurrent(self) -> int:
-        return self.workers or max(1, (os.cpu_count() or 1) // self.cpus_per_trial)
+        """Trials at a time: --workers, else as many as the CPUs allow (the cluster's, once Ray is up)."""
+        if self.workers:
+            return self.workers
+        import ray
+        cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
+        return max(1, int(cpus) // self.cpus_per_trial)
 
 
 class TrialSource(Protocol):
@@ -94,7 +101,8 @@ def ray_session(resources: Resources) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    # Trials see absolute paths and keep their working directory; Ray Tune's console tables stay off.
+    # Trials see absolute paths and keep their working directory (a worker reads this, so a cluster's workers get
+    # it through the runtime environment); Ray Tune's console tables stay off (the driver reads that).
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
@@ -104,8 +112,8 @@ def ray_session(resources: Resources) -> Iterator[None]:
             gpus = torch.cuda.device_count() if resources.gpus_per_trial else 0
             ray.init(address="local", num_cpus=resources.concurrent * resources.cpus_per_trial, num_gpus=gpus,
                      include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
+        else:  # every node must have nss installed (pip install); the trials' folders must be on shared storage
+            ray.init(address=address, runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise NSSError(f"--address {address}: cannot join the Ray cluster ({str(err).splitlines()[0]})") from None
     try:
@@ -115,25 +123,37 @@ def ray_session(resources: Resources) -> Iterator[None]:
 
 
 def _trainable(config: dict[str, Any]) -> None:
-    """A Ray Tune trial: one nss trial with torch using the trial's CPU share."""
+    """A Ray Tune trial: one nss trial with torch using the trial's CPU share; its record goes back to the driver
+    with the result (and is in the trial's folder, trial.json)."""
     import torch
     from ray import tune
     torch.set_num_threads(config["threads"])
     record = execute(Trial.from_dict(config["trial"]), Experiment(config["root"], config["kind"]))
-    tune.report({"status": record["status"]})
+    tune.report({"status": record["status"], "record": json.dumps(record, default=str)})
+
+
+def progress_bar(total: int, kind: str, progress: bool) -> tqdm:
+    """The overall bar of an experiment, shared by its stages (pretrainings, then searches)."""
+    return tqdm(total=total, desc=kind, unit="trial", disable=not progress, leave=False)
 
 
 def run_trials(source: TrialSource, experiment: Experiment, resources: Resources, *, progress: bool = True,
-               describe: Callable[[dict[str, Any]], str] = lambda record: "") -> list[dict[str, Any]]:
+               describe: Callable[[dict[str, Any]], str] = lambda record: "",
+               bar: tqdm | None = None) -> list[dict[str, Any]]:
     """Run every trial `source` gives on Ray Tune (inside `ray_session`); returns their records in the order
-    they finished. `describe(record)` is what the progress line says of a finished trial."""
+    they finished. `describe(record)` is what the progress line says of a finished trial; `bar` the overall bar
+    to move (default: one of its own).
+
+    A trial whose process dies (out of memory, a lost node) is run once more, continuing from its checkpoints;
+    if it dies again it is recorded as an error."""
     from ray import tune
     from ray.tune.search import Searcher
 
     records: list[dict[str, Any]] = []
     if len(source) == 0:
         return records
-    bar = tqdm(total=len(source), desc=experiment.kind, unit="trial", disable=not progress, leave=False)
+    own_bar = bar is None
+    bar = progress_bar(len(source), experiment.kind, progress) if own_bar else bar
     running: dict[str, Trial] = {}
 
     class Feed(Searcher):
@@ -151,18 +171,16 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
     class Report(tune.Callback):
         def _finish(self, tune_trial, error: str | None) -> None:
             trial = running.pop(tune_trial.config["trial"]["name"])
-            record = experiment.record(trial.name)
-            if record is None:  # the worker died before it could write its record (killed, out of memory)
-                record = {"name": trial.name, "job": trial.job, "settings": trial.settings, "status": "error",
-                          "message": f"the trial's process failed ({error or 'no record written'})",
-                          "result": {}, "wall_time_s": float("nan")}
-                experiment.write_record(trial.name, record)
+            reported = (tune_trial.last_result or {}).get("record")
+            record = json.loads(reported) if reported else experiment.record(trial.name)
+            if record is None:  # its process died twice before it could write its record
+                record = experiment.write_error(trial, f"the trial's process failed ({error or 'no record written'})")
             source.complete(trial, record)
             records.append(record)
             bar.update()
             if progress:
                 what = record["message"] or describe(record)
-                bar.write(f"[{len(records)}/{len(source)}] {trial.name}  {record['status']}"
+                bar.write(f"[{bar.n}/{bar.total}] {trial.name}  {record['status']}"
                           f"{'  ' + what if what else ''}  ({record['wall_time_s']:.1f} s)")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -174,14 +192,16 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
 
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # failures are our records, not Tune's tracebacks
+    name = f"{experiment.kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"  # one per call, never shared
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}),
         tune_config=tune.TuneConfig(search_alg=Feed(), num_samples=len(source),
                                     max_concurrent_trials=resources.concurrent, reuse_actors=True,
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name=f"{experiment.kind}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(experiment.path / ".tune"), verbose=0, callbacks=[Report()]))
+        run_config=tune.RunConfig(name=name, storage_path=str(experiment.path / ".tune"), verbose=0, callbacks=[Report()],
+                                  failure_config=tune.FailureConfig(max_failures=1)))
     tuner.fit()
-    bar.close()
+    if own_bar:
+        bar.close()
     return records
