@@ -139,9 +139,14 @@ def search_picks(groundtruth: str | Path, runs: Runs) -> pd.DataFrame:
         return pd.DataFrame(columns=["run", "architecture", "rank", "of", "percentile", "delta_mtl", "label"])
     with tempfile.TemporaryDirectory() as folder:
         picks = rank(groundtruth, searches, out=Path(folder) / "rank.csv")
+    picks["seed"] = [run_config(r).get("seed") for r in searches]
     picks["label"] = [f"{run_label(r)} (τ={run_config(r).get('tau'):g}, seed {run_config(r).get('seed')})"
                       for r in searches]
     return picks
+
+
+def _values(column: pd.Series) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(column.dropna().unique()))
 
 
 def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
@@ -155,13 +160,15 @@ def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
     ax.scatter(done["latency_ms"], done["delta_mtl"], c=done["kept"], cmap="viridis", s=25, label="architectures")
     front = done[done["pareto_latency"]].sort_values("latency_ms")
     ax.step(front["latency_ms"], front["delta_mtl"], where="post", color="tab:red", label="Pareto front")
-    for pick in picks.itertuples():
-        found = done[done["architecture"] == pick.architecture]
+    for architecture, group in picks.groupby("architecture", sort=False):  # one star per architecture found
+        found = done[done["architecture"] == architecture]
         if len(found):
             x, y = found["latency_ms"].iloc[0], found["delta_mtl"].iloc[0]
             ax.scatter([x], [y], marker="*", s=220, color="tab:orange", edgecolor="black", zorder=3)
-            ax.annotate(f"{pick.label}: rank {pick.rank}/{pick.of}", (x, y), fontsize=8, xytext=(6, -10),
-                        textcoords="offset points")
+            found_by = (group["label"].iloc[0] if len(group) == 1 else
+                        f"{len(group)} searches: τ {_values(group['tau'])}, seed {_values(group['seed'])}")
+            ax.annotate(f"{found_by}: rank {group['rank'].iloc[0]}/{group['of'].iloc[0]}", (x, y), fontsize=8,
+                        xytext=(6, -10), textcoords="offset points")
     ax.set(xlabel="median latency, batch 1 (ms)", ylabel="test Δ_MTL vs trivial predictor (%)",
            title=f"Ground truth: {len(done)} architectures (colour: searchable heads kept); ★ found by NSS")
     ax.legend(fontsize=8, loc="lower right")
@@ -192,7 +199,7 @@ def plot_marginal_values(groundtruth: str | Path, runs: Runs) -> Figure:
         right.errorbar(x + 0.2, probs.mean(), yerr=[probs.mean() - probs.min(), probs.max() - probs.mean()],
                        fmt="none", color="black", capsize=3)
         right.set(ylim=(0, 1), ylabel=f"final gate on-probability ({len(gates)} searches)")
-        fig.legend(loc="upper right", fontsize=8)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     ax.set_title("What each head is worth, measured and as the search saw it")
     return fig
 

@@ -45,6 +45,16 @@ COMMAND_KEYS = {"search": ("tau", "sparsity", "sparsity_kind", "pretrain_steps",
                 "retrain": ("architecture", "balancing", "retrain_steps", "augment")}
 
 
+def _shown(key: str, value: object) -> str:
+    """A setting as the runs table shows it: a run folder (or a run's architecture.json) by its run label, not its
+    full path."""
+    if key == "from_run":
+        return run_label(value)
+    if key == "architecture" and str(value).endswith(".json"):
+        return run_label(Path(value).parent) + "/" + Path(value).name
+    return str(value)
+
+
 def build_report(paths: Runs, out: str | Path, force: bool = False) -> Path:
     """Write OUT/report.md with every figure the runs have data for, each next to its CSV table. Sweep and tune
     folders stand for their trials' run folders, and add their own figures."""
@@ -60,7 +70,7 @@ def build_report(paths: Runs, out: str | Path, force: bool = False) -> Path:
                   "|---" * (len(COMMON_KEYS) + 2) + "|"]
         for run in runs:
             config = run_config(run)
-            settings = ", ".join(f"{k}={config[k]}" for k in COMMAND_KEYS.get(config.get("command"), ())
+            settings = ", ".join(f"{k}={_shown(k, config[k])}" for k in COMMAND_KEYS.get(config.get("command"), ())
                                  if config.get(k) is not None)
             lines.append(f"| {run_label(run)} | " + " | ".join(str(config.get(k, "")) for k in COMMON_KEYS)
                          + f" | {settings} |")

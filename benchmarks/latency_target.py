@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import nss
 from nss.evaluate import finest_per_task
 from nss.latency import CostTable, measure_cost_table
 from nss.metrics import delta_mtl
-from nss.profile import backend_runs, time_interleaved
+from nss.profile import interleaved_times
 from search_spaces import get_size, get_space
 from supernet import build_network
 
@@ -53,15 +52,11 @@ def main() -> None:
         "target": nss.search(replace(base, from_run=str(pretrained), latency_table=str(out / "latency_table.json"),
                                      latency_target=target), out=out / "search-target", force=True)}
 
-    runs = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, result in searches.items():
-            torch.manual_seed(0)
-            network = build_network(result.architecture, get_size(args.network))
-            sub = Path(folder) / name
-            sub.mkdir()
-            runs[name] = backend_runs(network, height, width, "onnxruntime", torch.device("cpu"), False, sub)[0]
-        times = time_interleaved(runs, args.iters, 5, torch.device("cpu"))
+    networks = {}
+    for name, result in searches.items():
+        torch.manual_seed(0)
+        networks[name] = build_network(result.architecture, get_size(args.network))
+    times = interleaved_times(networks, height, width, backend="onnxruntime", iters=args.iters)
     measured = {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
     scores = {}

@@ -234,5 +234,5 @@ def _describe(record: dict[str, Any]) -> str:
     if "splits" not in result:
         return ""
     return (f"{record['settings']['heads'] or 'fixed heads only'}: test Δ_MTL {result['splits']['test']['delta_mtl']:+.1f}%"
-            f", {result['latency_ms']:.1f} ms")
+            f", {result['params'] / 1e6:.2f} M params")
 

@@ -18,7 +18,7 @@ import pandas as pd
 from .config import FIELDS, OPTIONS_OF, SEARCH_ONLY, RunConfig, coerce, resolve_config
 from .errors import NSSError
 from .io import atomic_write
-from .trials import Experiment, ListSource, Resources, Trial, progress_bar, ray_session, run_trials
+from .trials import WAIT, Experiment, Resources, Trial, progress_bar, ray_session, run_trials
 
 # Options a grid may vary: everything `nss search` takes but the data-loading processes (--workers means
 # concurrent trials here) and --from (the sweep makes its own pretrainings).
@@ -127,6 +127,41 @@ def sweep_table(experiment: Experiment, trials: list[Trial], grid_keys: list[str
     return pd.DataFrame(rows)
 
 
+class PretrainingsFirst:
+    """The pretrainings first; each search as soon as its pretraining has ended (started from it; an error row
+    without running, if it failed), so that no worker waits for pretrainings other than its own."""
+
+    def __init__(self, trials: list[Trial], experiment: Experiment, bar):
+        self.ready = [t for t in trials if t.job == "pretrain"]
+        self.waiting = [t for t in trials if t.job == "search"]
+        self.experiment, self.bar, self.total = experiment, bar, len(trials)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def next_trial(self) -> Trial | str | None:
+        for trial in list(self.waiting):
+            source = trial.options.get("pretraining")
+            made = self.experiment.record(source) if source else None
+            if source and made is None:
+                continue  # its pretraining is still to run or running
+            self.waiting.remove(trial)
+            if made is None:
+                self.ready.append(trial)
+            elif made["status"] == "done":
+                self.ready.append(replace(trial, config=dict(trial.config,
+                                                             from_run=str(self.experiment.trial_dir(source)))))
+            else:
+                self.experiment.write_error(trial, f"its pretraining {source} failed: {made['message']}")
+                self.bar.update()
+        if self.ready:
+            return self.ready.pop(0)
+        return WAIT if self.waiting else None
+
+    def complete(self, trial: Trial, record: dict[str, Any]) -> None:
+        pass  # a finished pretraining's record is in the experiment folder, where next_trial looks
+
+
 def _describe(record: dict[str, Any]) -> str:
     result = record.get("result") or {}
     if "architecture" not in result:
@@ -168,20 +203,8 @@ def sweep(grid: Mapping[str, Any] | None = None, out: str | Path = "runs/sweep",
             experiment.create({"grid": grid, "base": base_dict, "pretrain": pretrain, "max_trials": max_trials})
         pending = [t for t in pretrainings + searches if experiment.record(t.name) is None]
         with progress_bar(len(pending), "sweep", progress) as bar:
-            run_trials(ListSource([t for t in pending if t.job == "pretrain"]), experiment, resources,
-                       progress=progress, bar=bar)
-            ready = []
-            for trial in (t for t in pending if t.job == "search"):
-                source = trial.options.get("pretraining")
-                made = experiment.record(source) if source else None
-                if made is None:
-                    ready.append(trial)
-                elif made["status"] == "done":
-                    ready.append(replace(trial, config=dict(trial.config, from_run=str(experiment.trial_dir(source)))))
-                else:
-                    experiment.write_error(trial, f"its pretraining {source} failed: {made['message']}")
-                    bar.update()
-            run_trials(ListSource(ready), experiment, resources, progress=progress, describe=_describe, bar=bar)
+            source = PretrainingsFirst(pending, experiment, bar)
+            run_trials(source, experiment, resources, progress=progress, describe=_describe, bar=bar)
     table = sweep_table(experiment, searches, list(grid))
     atomic_write(experiment.path / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table

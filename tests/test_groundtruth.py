@@ -14,7 +14,7 @@ from scipy import stats
 
 import nss
 from nss.cli import main
-from nss.groundtruth import enumerate_architectures, marginal_values, ranking_table
+from nss.groundtruth import _describe, enumerate_architectures, marginal_values, ranking_table
 from nss.metrics import pareto_mask
 from nss.trials import Experiment, Resources, Trial, ray_session
 from search_spaces import Architecture, get_space
@@ -190,6 +190,11 @@ def test_groundtruth_and_rank_of_a_search_in_it(tmp_path, capsys, ray_cluster):
     ranking = pd.read_csv(out / "ranking.csv")
     assert len(ranking) == 4 and set(ranking["status"]) == {"done"} and (ranking["latency_ms"] > 0).all()
     assert "4 architectures of most_net_plus: 4 retrained" in capsys.readouterr().out
+    # each trial ran once (an error in Tune's callback, e.g. its progress line, makes Tune run a trial again)
+    for run in out.glob("trials/*"):
+        record = json.loads((run / "trial.json").read_text())
+        assert record["started_at"] < (run / "checkpoints/last.pt").stat().st_mtime
+        assert "test Δ_MTL" in _describe(record)  # the progress line of a finished trial
     assert set(pd.read_csv(out / "latency.csv")["architecture"]) == set(ranking["architecture"])
     for run in out.glob("trials/*"):
         assert set(pd.read_csv(run / "eval.csv")["split"]) == {"val", "test"}

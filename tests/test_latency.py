@@ -23,7 +23,7 @@ SPACE = get_space("most_net_plus")
 @pytest.fixture(scope="module")
 def measured():
     """A cost table measured on the torch backend at a size where every head costs more than the timer's noise."""
-    return measure_cost_table(SPACE, size="cpu", height=128, width=128, backend="torch", iters=25, warmup=3)
+    return measure_cost_table(SPACE, size="cpu", height=128, width=128, backend="torch", iters=50, warmup=3)
 
 
 def test_every_head_costs_time_and_the_counts_are_exact(measured):

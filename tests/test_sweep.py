@@ -62,6 +62,19 @@ def test_a_two_by_two_sweep_writes_a_run_folder_per_trial(tmp_path):
     assert list(modal["runs"]) == [2, 2]
 
 
+def test_a_search_starts_as_soon_as_its_own_pretraining_has_ended(tmp_path):
+    out = tmp_path / "sweep"
+    table = nss.sweep({"pretrain_steps": [2, 120]}, out, base=base(), resources=TWO, progress=False)
+    assert set(table["status"]) == {"done"}
+    trials = out / "trials"
+    pretrainings = {p.name: p for p in trials.glob("pretrain*")}
+    assert len(pretrainings) == 2
+    short_search = trials / table.loc[table["pretrain_steps"] == 2, "trial"].item()
+    long_pretraining = next(p for p in pretrainings.values() if "120" in p.name)
+    # the short pretraining's search ran while the long pretraining was still going
+    assert (short_search / "trial.json").stat().st_mtime < (long_pretraining / "trial.json").stat().st_mtime
+
+
 def test_per_trial_pretraining_and_the_command_line(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", *SWEEP_FLAGS, "--sparsity", "1e-4,1e-2", "--pretrain", "per-trial", "--workers", "2",

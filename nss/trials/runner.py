@@ -53,12 +53,15 @@ class Resources:
         return max(1, int(cpus) // self.cpus_per_trial)
 
 
+WAIT = "wait"  # what a source's next_trial says when no trial is ready until a running one has ended
+
+
 class TrialSource(Protocol):
-    """Where trials come from: `next_trial` until None, `complete` with each one's record."""
+    """Where trials come from: `next_trial` until None (or WAIT for now), `complete` with each one's record."""
 
     def __len__(self) -> int: ...  # how many trials it will give at most (the bar's total)
 
-    def next_trial(self) -> Trial | None: ...
+    def next_trial(self) -> Trial | str | None: ...
 
     def complete(self, trial: Trial, record: dict[str, Any]) -> None: ...
 
@@ -161,6 +164,8 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
             trial = source.next_trial()
             if trial is None:
                 return Searcher.FINISHED
+            if trial == WAIT:
+                return None  # Tune asks again later
             running[trial.name] = trial
             return {"trial": trial.to_dict(), "root": str(experiment.path), "kind": experiment.kind,
                     "threads": resources.cpus_per_trial}
@@ -170,7 +175,9 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
 
     class Report(tune.Callback):
         def _finish(self, tune_trial, error: str | None) -> None:
-            trial = running.pop(tune_trial.config["trial"]["name"])
+            trial = running.pop(tune_trial.config["trial"]["name"], None)
+            if trial is None:
+                return  # Tune has already told of this trial's end (it may tell twice: complete, then an error)
             reported = (tune_trial.last_result or {}).get("record")
             record = json.loads(reported) if reported else experiment.record(trial.name)
             if record is None:  # its process died twice before it could write its record
