@@ -5,7 +5,7 @@ One sweep searches every relaxation × seed from one pretraining per seed; the b
 same pretrainings. The table: the architecture found per seed, how many seeds agree on the most frequent one,
 mean search wall time (the search phase only, 1 CPU per trial) and the final gate entropy (mean over heads of the
 binary entropy of the on-probability, in bits: 1 = undecided, 0 = certain). Written to OUT/relaxations.csv and
-OUT/relaxations.md with the sweep's report.
+OUT/relaxations.md, beside the runs (OUT/sweep, a sweep folder `nss report` takes, and OUT/bilevel).
 
     python benchmarks/relaxations.py --out runs/relaxations [--seeds 0,1,2] [--search-steps 600]
 """
