@@ -132,34 +132,40 @@ class PretrainingsFirst:
     without running, if it failed), so that no worker waits for pretrainings other than its own."""
 
     def __init__(self, trials: list[Trial], experiment: Experiment, bar):
-        self.ready = [t for t in trials if t.job == "pretrain"]
-        self.waiting = [t for t in trials if t.job == "search"]
         self.experiment, self.bar, self.total = experiment, bar, len(trials)
+        self.ready = [t for t in trials if t.job == "pretrain"]
+        pending = {t.name for t in self.ready}
+        self.waiting: dict[str, list[Trial]] = {}  # pretraining still to end → its searches
+        for trial in (t for t in trials if t.job == "search"):
+            source = trial.options.get("pretraining")
+            if source in pending:
+                self.waiting.setdefault(source, []).append(trial)
+            else:  # per-trial pretraining, or a shared one a resumed sweep already has
+                self._release(trial, experiment.record(source) if source else None)
+
+    def _release(self, trial: Trial, made: dict[str, Any] | None) -> None:
+        if made is None:
+            self.ready.append(trial)
+            return
+        source = trial.options["pretraining"]
+        if made["status"] == "done":
+            from_run = str(self.experiment.trial_dir(source))
+            self.ready.append(replace(trial, config=dict(trial.config, from_run=from_run)))
+        else:
+            self.experiment.write_error(trial, f"its pretraining {source} failed: {made['message']}")
+            self.bar.update()
 
     def __len__(self) -> int:
         return self.total
 
     def next_trial(self) -> Trial | str | None:
-        for trial in list(self.waiting):
-            source = trial.options.get("pretraining")
-            made = self.experiment.record(source) if source else None
-            if source and made is None:
-                continue  # its pretraining is still to run or running
-            self.waiting.remove(trial)
-            if made is None:
-                self.ready.append(trial)
-            elif made["status"] == "done":
-                self.ready.append(replace(trial, config=dict(trial.config,
-                                                             from_run=str(self.experiment.trial_dir(source)))))
-            else:
-                self.experiment.write_error(trial, f"its pretraining {source} failed: {made['message']}")
-                self.bar.update()
         if self.ready:
             return self.ready.pop(0)
         return WAIT if self.waiting else None
 
     def complete(self, trial: Trial, record: dict[str, Any]) -> None:
-        pass  # a finished pretraining's record is in the experiment folder, where next_trial looks
+        for search in self.waiting.pop(trial.name, []):
+            self._release(search, record)
 
 
 def _describe(record: dict[str, Any]) -> str:
