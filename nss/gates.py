@@ -10,11 +10,17 @@ Every gate has two logits (on, off). A relaxation turns them into α per head:
   moving-average baseline to cut the variance (score function: (cost(z) − b) · ∇ log p(z)), as SNAS does for its
   resource constraint;
 - dirichlet (DrNAS): a reparameterised sample of a Dirichlet (here a Beta, two components) whose concentration
-  elu(logits) + 1 is learned, for the task loss; the cost terms see the Dirichlet's mean (a sample can underflow
-  to 0, where log α has no gradient); τ is not used.
+  elu(logits) + 1 is learned, for the task loss; the sparsity term sees the Dirichlet's mean (a sample can
+  underflow to 0, where log α has no gradient); τ is not used.
 
-What the cost terms see (`GateSample.costs`) is always soft where the forward is hard: a gate sampled off still
-feels the sparsity pressure, and log α stays finite.
+What the sparsity term sees (`GateSample.costs`) is always soft where the forward is hard: a gate sampled off
+still feels the sparsity pressure, and log α stays finite. The latency term (`GateSample.expectation`) is taken
+on a straight-through hard draw: its value is the exact cost of one architecture (for gumbel and gdas the
+Gumbel-max draw, which keeps each head with its on-probability, what derivation thresholds; for softmax the
+noise-free argmax, the derived architecture itself; for dirichlet its sample rounded), its gradient the relaxed
+sample's; concrete uses the discrete sample z, credited through log p(z). (Taken on the soft sample, the cost stays
+near its middle at τ = 5 whatever the logits, and a 60% target ended with every head dropped; taken on the
+on-probabilities, the two-sided target moves every gate in lockstep once it binds, and nothing was kept.)
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ BASELINE_DECAY = 0.9  # concrete: the cost baseline follows the last ~10 steps
 @dataclass
 class GateSample:
     alphas: dict[str, torch.Tensor]  # what gates each refinement in the composite
-    costs: dict[str, torch.Tensor]  # what the sparsity and latency terms see
+    costs: dict[str, torch.Tensor]  # what the sparsity term sees
+    expectation: dict[str, torch.Tensor]  # what the expected latency is taken over (on-probabilities, or z)
     log_prob: torch.Tensor | None = None  # concrete: log p(z) of the discrete sample the costs were taken on
 
 
@@ -52,23 +59,23 @@ class Gates(nn.Module):
         """α per head in [0, 1] ({0, 1} for hard samples), with gradients to the logits."""
         if self.relaxation == "softmax":
             on = torch.softmax(self.logits / tau, dim=-1)[:, 0]
-            return self._sample(on, on)
+            return self._sample(on, on, straight_through(on))
         if self.relaxation == "dirichlet":
-            concentration = F.elu(self.logits) + 1
-            on = torch.distributions.Dirichlet(concentration).rsample()[:, 0]
-            return self._sample(on, concentration[:, 0] / concentration.sum(-1))
-        soft = F.gumbel_softmax(self.logits, tau=tau, hard=False, dim=-1)  # (heads, 2)
-        hard_one_hot = F.one_hot(soft.argmax(-1), 2).to(soft)
+            on = torch.distributions.Dirichlet(F.elu(self.logits) + 1).rsample()[:, 0]
+            return self._sample(on, self.on_probabilities(), straight_through(on))
+        soft = F.gumbel_softmax(self.logits, tau=tau, hard=False, dim=-1)[:, 0]
+        drawn = straight_through(soft)  # the Gumbel-max draw: each head on with its on-probability
         if self.relaxation == "concrete":
-            log_prob = (torch.log_softmax(self.logits, dim=-1) * hard_one_hot).sum()
-            return self._sample(soft[:, 0], hard_one_hot[:, 0], log_prob)
+            z = drawn.detach()
+            log_prob = torch.where(z > 0, *torch.log_softmax(self.logits, dim=-1).unbind(-1)).sum()
+            return self._sample(soft, z, z, log_prob)
         if self.relaxation == "gdas" or hard:
-            straight_through = hard_one_hot - soft.detach() + soft
-            return self._sample(straight_through[:, 0], soft[:, 0])
-        return self._sample(soft[:, 0], soft[:, 0])
+            return self._sample(drawn, soft, drawn)
+        return self._sample(soft, soft, drawn)
 
-    def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, log_prob: torch.Tensor | None = None) -> GateSample:
-        return GateSample(dict(zip(self.heads, alphas)), dict(zip(self.heads, costs)), log_prob)
+    def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, expectation: torch.Tensor,
+                log_prob: torch.Tensor | None = None) -> GateSample:
+        return GateSample(*(dict(zip(self.heads, v)) for v in (alphas, costs, expectation)), log_prob)
 
     def credit(self, cost: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
         """concrete: the cost's value, with the score-function gradient (cost − baseline) · ∇ log p(z); the
@@ -78,21 +85,27 @@ class Gates(nn.Module):
         self.baseline.mul_(BASELINE_DECAY).add_((1 - BASELINE_DECAY) * value)
         return value + term - term.detach()
 
-    def probabilities(self) -> dict[str, float]:
-        """On-probability of every head (what derivation thresholds): softmax of the logits, or the mean of the
+    def on_probabilities(self) -> torch.Tensor:
+        """(heads,) on-probability of every head, differentiable: softmax of the logits, or the mean of the
         Dirichlet."""
-        logits = self.logits.detach()
         if self.relaxation == "dirichlet":
-            concentration = F.elu(logits) + 1
-            probs = concentration[:, 0] / concentration.sum(-1)
-        else:
-            probs = torch.softmax(logits, dim=-1)[:, 0]
-        return dict(zip(self.heads, probs.tolist()))
+            concentration = F.elu(self.logits) + 1
+            return concentration[:, 0] / concentration.sum(-1)
+        return torch.softmax(self.logits, dim=-1)[:, 0]
+
+    def probabilities(self) -> dict[str, float]:
+        """On-probability of every head: what derivation thresholds."""
+        return dict(zip(self.heads, self.on_probabilities().detach().tolist()))
 
     def on_logits(self) -> dict[str, float]:
         """The log-odds of keeping each head, log(p / (1 − p)) of its on-probability."""
         return {h: math.log(p / (1 - p)) if 0 < p < 1 else math.copysign(math.inf, p - 0.5)
                 for h, p in self.probabilities().items()}
+
+
+def straight_through(on: torch.Tensor) -> torch.Tensor:
+    """(heads,) 1 where the on-component wins (ties on, as argmax), 0 elsewhere, with the gradient of `on`."""
+    return (on >= 0.5).to(on) - on.detach() + on
 
 
 def sparsity_penalty(alphas: dict[str, torch.Tensor], kind: str) -> torch.Tensor:

@@ -97,7 +97,11 @@ def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
     for streaming in (False, True):
         path = folder / f"{'streaming' if streaming else 'two_frame'}.onnx"
         export_onnx(network, path, height, width, streaming=streaming)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # ONNX Runtime's threads spin after a run, waiting for the next one: while networks take turns, the last
+        # one's spinning threads take the CPU from the one being timed (2x on 2 cores); stopped, each is timed alone
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {k: v.numpy() for k, v in graph_inputs(network, height, width, streaming).items()}
         runs.append(lambda session=session, feed=feed: session.run(None, feed))
     return runs[0], runs[1]

@@ -48,9 +48,9 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
                 latency_target: float | None = None, latency_target_weight: float = 1.0) -> StepResult:
     """L_NSS = Σ_i λ_i L_i(O_i^1, Õ_i) + μ L_0(α) [+ latency terms] with α from the gates' relaxation (DESIGN §5).
 
-    The cost terms (sparsity, latency) are taken on what the relaxation gives them (`GateSample.costs`); with a
-    discrete sample (concrete) they are credited to the logits through its log-probability, and the sparsity is
-    the sample's L0 count."""
+    The cost terms are taken on what the relaxation gives them (`GateSample.costs` for the sparsity,
+    `GateSample.expectation` for the expected latency); with a discrete sample (concrete) they are credited to the
+    logits through its log-probability, and the sparsity is the sample's L0 count."""
     full = to_full_resolution(space, network(batch["previous"], batch["current"]))
     deltas = refinements(space, full)
     sample = gates.sample(tau, hard)
@@ -60,7 +60,7 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     costs = sparsity * penalty
     expected = None
     if latency is not None:
-        expected = latency.expected(sample.costs)
+        expected = latency.expected(sample.expectation)
         costs = costs + latency_penalty(expected, latency, latency_weight, latency_target, latency_target_weight)
     if sample.log_prob is not None:  # score function: the costs' value, their gradient through log p(z)
         costs = gates.credit(costs, sample.log_prob)

@@ -94,9 +94,9 @@ class Session:
                 raise DataError(f"{config.data}: the validation split has no labels for {', '.join(unscored)}; "
                                 "validation scores every task")
         latency = CostTable.load(config.latency_table, space) if config.latency_table else None
-        if latency is not None and config.latency_target is not None and config.latency_target < latency.base_ms:
+        if latency is not None and config.latency_target is not None and config.latency_target < latency.base:
             raise NSSError(f"--latency-target: {config.latency_target:g} ms cannot be met: the fixed heads alone take "
-                           f"{latency.base_ms:.2f} ms on the table's {latency.backend}")
+                           f"{latency.base:.2f} ms on the table's {latency.backend}")
         torch.manual_seed(config.seed)
         network = build_network(architecture, get_size(size_name)).to(device)
         gates = Gates(space.searchable, config.relaxation).to(device)

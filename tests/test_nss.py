@@ -90,10 +90,30 @@ def test_every_relaxation_samples_in_the_unit_interval_and_reaches_every_logit(r
     else:
         assert ((alphas >= 0) & (alphas <= 1)).all()
     gradient = alphas.sum() + costs.sum() + (sample.log_prob if sample.log_prob is not None else 0)
-    gradient.backward()
+    gradient.backward(retain_graph=True)
     assert (gates.logits.grad.abs().sum(dim=1) > 0).all(), "some logit got no gradient"
     probabilities = gates.probabilities()
     assert probabilities["a"] > 0.5 > probabilities["c"] and all(0 < p < 1 for p in probabilities.values())
+    # the latency term sees one architecture (0/1 per head) and, but for concrete's z, reaches every logit
+    expectation = torch.stack(list(sample.expectation.values()))
+    assert set(expectation.tolist()) <= {0.0, 1.0}
+    if relaxation == "concrete":
+        assert torch.equal(expectation, costs)
+    else:
+        reached, = torch.autograd.grad(expectation.sum(), gates.logits)
+        assert (reached.abs().sum(dim=1) > 0).all()
+    if relaxation == "softmax":  # no noise: the derived architecture itself
+        assert expectation.tolist() == [float(p >= 0.5) for p in probabilities.values()]
+
+
+def test_the_gumbel_draw_keeps_each_head_with_its_on_probability():
+    torch.manual_seed(0)
+    gates = Gates(("a", "b", "c"), "gumbel")
+    with torch.no_grad():
+        gates.logits.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0], [-0.5, 1.0]]))
+    draws = torch.stack([torch.stack(list(gates.sample(tau=5.0).expectation.values())).detach()
+                         for _ in range(4000)])
+    assert draws.mean(0).tolist() == pytest.approx(list(gates.probabilities().values()), abs=0.03)
 
 
 def test_softmax_has_no_noise_and_gdas_equals_hard_gumbel():
