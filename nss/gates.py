@@ -14,7 +14,7 @@ Every gate has two logits (on, off). A relaxation turns them into α per head:
   underflow to 0, where log α has no gradient); τ is not used.
 
 What the sparsity term sees (`GateSample.costs`) is always soft where the forward is hard: a gate sampled off
-still feels the sparsity pressure, and log α stays finite. The latency term (`GateSample.expectation`) is taken
+still feels the sparsity pressure, and log α stays finite. The latency term (`GateSample.draw`) is taken
 on a straight-through hard draw: its value is the exact cost of one architecture (for gumbel and gdas the
 Gumbel-max draw, which keeps each head with its on-probability, what derivation thresholds; for softmax the
 noise-free argmax, the derived architecture itself; for dirichlet its sample rounded), its gradient the relaxed
@@ -39,7 +39,7 @@ BASELINE_DECAY = 0.9  # concrete: the cost baseline follows the last ~10 steps
 class GateSample:
     alphas: dict[str, torch.Tensor]  # what gates each refinement in the composite
     costs: dict[str, torch.Tensor]  # what the sparsity term sees
-    expectation: dict[str, torch.Tensor]  # what the expected latency is taken over (on-probabilities, or z)
+    draw: dict[str, torch.Tensor]  # what the latency term sees: one architecture (0/1 per head), straight-through
     log_prob: torch.Tensor | None = None  # concrete: log p(z) of the discrete sample the costs were taken on
 
 
@@ -73,9 +73,9 @@ class Gates(nn.Module):
             return self._sample(drawn, soft, drawn)
         return self._sample(soft, soft, drawn)
 
-    def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, expectation: torch.Tensor,
+    def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, draw: torch.Tensor,
                 log_prob: torch.Tensor | None = None) -> GateSample:
-        return GateSample(*(dict(zip(self.heads, v)) for v in (alphas, costs, expectation)), log_prob)
+        return GateSample(*(dict(zip(self.heads, v)) for v in (alphas, costs, draw)), log_prob)
 
     def credit(self, cost: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
         """concrete: the cost's value, with the score-function gradient (cost − baseline) · ∇ log p(z); the

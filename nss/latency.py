@@ -33,7 +33,8 @@ def optional_stages(space: SearchSpace) -> dict[int, tuple[str, ...]]:
     """The decoder stages a sub-network may go without: scale s → the searchable heads that need it (those at
     scale s or finer). Stages as coarse as a fixed head are always decoded, so they belong to the base."""
     finest_fixed = min(parse_head(h)[1] for h in space.fixed)
-    return {s: tuple(h for h in space.searchable if parse_head(h)[1] <= s) for s in range(1, finest_fixed)}
+    needs = {s: tuple(h for h in space.searchable if parse_head(h)[1] <= s) for s in range(1, finest_fixed)}
+    return {s: heads for s, heads in needs.items() if heads}  # a stage finer than every head is never decoded
 
 
 def _keeping(space: SearchSpace, heads: list[str] | tuple[str, ...]) -> Architecture:

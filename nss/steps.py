@@ -49,7 +49,7 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     """L_NSS = Σ_i λ_i L_i(O_i^1, Õ_i) + μ L_0(α) [+ latency terms] with α from the gates' relaxation (DESIGN §5).
 
     The cost terms are taken on what the relaxation gives them (`GateSample.costs` for the sparsity,
-    `GateSample.expectation` for the expected latency); with a discrete sample (concrete) they are credited to the
+    `GateSample.draw` for the latency); with a discrete sample (concrete) they are credited to the
     logits through its log-probability, and the sparsity is the sample's L0 count."""
     full = to_full_resolution(space, network(batch["previous"], batch["current"]))
     deltas = refinements(space, full)
@@ -60,7 +60,7 @@ def search_loss(space: SearchSpace, network: MostNet, gates: Gates, batch: dict,
     costs = sparsity * penalty
     expected = None
     if latency is not None:
-        expected = latency.expected(sample.expectation)
+        expected = latency.expected(sample.draw)
         costs = costs + latency_penalty(expected, latency, latency_weight, latency_target, latency_target_weight)
     if sample.log_prob is not None:  # score function: the costs' value, their gradient through log p(z)
         costs = gates.credit(costs, sample.log_prob)

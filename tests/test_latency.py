@@ -70,6 +70,9 @@ def test_optional_stages_follow_the_finest_fixed_head():
     one_scale = SearchSpace("one_scale", 1, tasks, ("restoration@1", "segmentation@1", "flow@1"),
                             ("restoration@1", "segmentation@1", "flow@1"))
     assert optional_stages(one_scale) == {}
+    no_finest_heads = SearchSpace("no_scale_1", 3, tasks, ("restoration@2", "restoration@3", "segmentation@3",
+                                                          "flow@3"), ("restoration@3", "segmentation@3", "flow@3"))
+    assert optional_stages(no_finest_heads) == {2: ("restoration@2",)}  # scale 1 is never decoded
     table = measure_cost_table(space, size="tiny", height=32, width=32, iters=2, warmup=1, checks=1)
     for heads in itertools.product(*[((), (h,)) for h in space.searchable]):
         architecture = Architecture(space, space.fixed + sum(heads, ()))
@@ -125,7 +128,7 @@ def predicted_by_hand(heads) -> float:
 def test_the_latency_gradient_lowers_the_cost_and_a_target_pulls_from_below(tmp_path, target, direction):
     table = CostTable.load(hand_made_table(tmp_path), SPACE)
     gates = Gates(SPACE.searchable, "softmax")
-    expected = table.expected(gates.sample(tau=1.0).expectation)
+    expected = table.expected(gates.sample(tau=1.0).draw)
     assert expected.item() == 140  # even odds: softmax's noise-free draw keeps every head (ties on, as argmax)
     grad, = torch.autograd.grad(latency_penalty(expected, table, 1.0 if target is None else 0.0, target),
                                 gates.logits)

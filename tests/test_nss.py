@@ -95,15 +95,15 @@ def test_every_relaxation_samples_in_the_unit_interval_and_reaches_every_logit(r
     probabilities = gates.probabilities()
     assert probabilities["a"] > 0.5 > probabilities["c"] and all(0 < p < 1 for p in probabilities.values())
     # the latency term sees one architecture (0/1 per head) and, but for concrete's z, reaches every logit
-    expectation = torch.stack(list(sample.expectation.values()))
-    assert set(expectation.tolist()) <= {0.0, 1.0}
+    drawn = torch.stack(list(sample.draw.values()))
+    assert set(drawn.tolist()) <= {0.0, 1.0}
     if relaxation == "concrete":
-        assert torch.equal(expectation, costs)
+        assert torch.equal(drawn, costs)
     else:
-        reached, = torch.autograd.grad(expectation.sum(), gates.logits)
+        reached, = torch.autograd.grad(drawn.sum(), gates.logits)
         assert (reached.abs().sum(dim=1) > 0).all()
     if relaxation == "softmax":  # no noise: the derived architecture itself
-        assert expectation.tolist() == [float(p >= 0.5) for p in probabilities.values()]
+        assert drawn.tolist() == [float(p >= 0.5) for p in probabilities.values()]
 
 
 def test_the_gumbel_draw_keeps_each_head_with_its_on_probability():
@@ -111,7 +111,7 @@ def test_the_gumbel_draw_keeps_each_head_with_its_on_probability():
     gates = Gates(("a", "b", "c"), "gumbel")
     with torch.no_grad():
         gates.logits.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0], [-0.5, 1.0]]))
-    draws = torch.stack([torch.stack(list(gates.sample(tau=5.0).expectation.values())).detach()
+    draws = torch.stack([torch.stack(list(gates.sample(tau=5.0).draw.values())).detach()
                          for _ in range(4000)])
     assert draws.mean(0).tolist() == pytest.approx(list(gates.probabilities().values()), abs=0.03)
 
