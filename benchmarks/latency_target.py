@@ -49,7 +49,7 @@ def main() -> None:
     (out / "latency_table.json").write_text(json.dumps(table, indent=2))
     predicting = CostTable.from_dict(table, space, "the table")
     full = table["full"]["latency_ms"]
-    targets = {f"target {f}": float(f) * full for f in args.fraction.split(",")}
+    targets = {f"target-{f}": float(f) * full for f in args.fraction.split(",")}
     base = nss.resolve_config(space=args.space, network=args.network, device="cpu",
                               retrain_steps=args.retrain_steps, val_every=args.retrain_steps)
     pretrained = nss.pretrain(base, out=out / "pretrain", force=True)
@@ -57,7 +57,7 @@ def main() -> None:
     for name, target in targets.items():
         constrained = replace(base, from_run=str(pretrained), latency_table=str(out / "latency_table.json"),
                               latency_target=target)
-        searches[name] = nss.search(constrained, out=out / f"search-{name.replace(' ', '-')}", force=True)
+        searches[name] = nss.search(constrained, out=out / f"search-{name}", force=True)
 
     # the supernet is timed again beside the derived networks: a CPU that has sped up or slowed down since the
     # table was measured moves them all alike, and the ratio to the target is taken at today's speed
@@ -72,10 +72,10 @@ def main() -> None:
     rows = []
     for name, result in searches.items():
         run = nss.retrain(replace(base, architecture=str(result.run_dir / "architecture.json")),
-                          out=out / f"retrain-{name.replace(' ', '-')}", force=True)
+                          out=out / f"retrain-{name}", force=True)
         evaluation = nss.evaluate_run(run, "val")
         rows.append({"search": name, "target_ms": targets.get(name),
-                     "heads": " ".join(h for h in result.architecture.heads if h not in space.fixed) or "-",
+                     "heads": " ".join(result.architecture.searchable_kept) or "-",
                      "predicted_ms": predicting.predicted(result.architecture), "measured_ms": measured[name],
                      "delta_mtl": delta_mtl(finest_per_task(evaluation), finest_per_task(evaluation, "baseline"),
                                             space.tasks)})

@@ -45,10 +45,6 @@ def enumerate_architectures(space: SearchSpace, sample: int | None = None, seed:
     return [every[0]] + [middle[i] for i in sorted(picked)] + [every[-1]]
 
 
-def searchable_kept(architecture: Architecture) -> list[str]:
-    return [h for h in architecture.heads if h not in architecture.space.fixed]
-
-
 def _metrics_of(row: Any, space: SearchSpace) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from a ranking row's `task/metric` columns."""
     return {t.name: {m.name: row[f"{t.name}/{m.name}"] for m in t.metrics} for t in space.tasks}
@@ -69,8 +65,8 @@ def ranking_table(experiment: Experiment, architectures: list[Architecture], see
         done = [r["result"] for r in finished if r["status"] == "done"
                 and math.isfinite(r["result"]["splits"][split]["delta_mtl"])]
         errors = [r["message"] or "a non-finite Δ_MTL" for r in finished if r["result"] not in done]
-        row: dict[str, Any] = {"architecture": architecture.id, "heads": ",".join(searchable_kept(architecture)),
-                               "kept": len(searchable_kept(architecture)), "seeds_done": len(done),
+        row: dict[str, Any] = {"architecture": architecture.id, "heads": ",".join(architecture.searchable_kept),
+                               "kept": len(architecture.searchable_kept), "seeds_done": len(done),
                                "status": "done" if done else ("error" if errors else "not run"),
                                "message": errors[0] if errors and not done else "",
                                "wall_time_s": sum(r["wall_time_s"] for r in finished)}
@@ -180,7 +176,7 @@ def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", 
         trials = [Trial(f"{a.id}-seed{seed}", "groundtruth",
                         dict(manifest["base"], seed=seed,
                              architecture=str(experiment.path / "architectures" / f"{a.id}.json")),
-                        {"architecture": a.id, "heads": ",".join(searchable_kept(a)), "seed": seed},
+                        {"architecture": a.id, "heads": ",".join(a.searchable_kept), "seed": seed},
                         manifest["options"])
                   for a in architectures for seed in manifest["seeds"]]
         pending = [t for t in trials if experiment.record(t.name) is None]

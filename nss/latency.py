@@ -98,7 +98,7 @@ def measure_cost_table(space: SearchSpace, *, size: str, height: int, width: int
              "precision": "fp16" if fp16 or backend == "tensorrt" else "fp32", "input_size": [height, width],
              "iters": iters, "full": entry("full"), "base": entry("base"), "stages": table_stages, "heads": heads}
     predicting = CostTable.from_dict(table, space, "the table")
-    table["checks"] = [{"heads": [h for h in a.heads if h not in space.fixed],
+    table["checks"] = [{"heads": list(a.searchable_kept),
                         "predicted_ms": predicting.predicted(a), "measured_ms": entry(f"check {i}")["latency_ms"]}
                        for i, a in enumerate(sample)]
     for check in table["checks"]:

@@ -72,7 +72,7 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
                            f"{space.name!r}")
         gates = data.get("gates", {})
         row = {"run": run.name, "tau": data.get("tau"), "architecture": architecture.id,
-               "heads": ",".join(h for h in architecture.heads if h not in space.fixed)}
+               "heads": ",".join(architecture.searchable_kept)}
         match = done[done["architecture"] == architecture.id]
         if len(match):
             found = match.iloc[0]

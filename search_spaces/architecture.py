@@ -30,6 +30,11 @@ class Architecture:
         return cls(space, space.heads)
 
     @property
+    def searchable_kept(self) -> tuple[str, ...]:
+        """The searchable heads it keeps (the fixed ones are in every architecture)."""
+        return tuple(h for h in self.heads if h not in self.space.fixed)
+
+    @property
     def dropped(self) -> tuple[str, ...]:
         return tuple(h for h in self.space.heads if h not in self.heads)
 
