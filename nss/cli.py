@@ -70,7 +70,8 @@ RUN_OPTIONS = {
     "lr": ("--lr", "weight learning rate (default: 1e-4 for the paper network, 1e-3 for the small ones)"),
     "lr_min": ("--lr-min", "final weight learning rate of the cosine schedule"),
     "gate_lr": ("--gate-lr", "gate-logit learning rate"),
-    "seed": ("--seed", "random seed (network, data order, Gumbel noise)"),
+    "seed": ("--seed", "random seed (network, data order, Gumbel noise; the synthetic clips unless --data-seed)"),
+    "data_seed": ("--data-seed", "seed the synthetic clips are drawn with (default: --seed)"),
     "device": ("--device", "auto, cpu, cuda or cuda:N"),
     "log_every": ("--log-every", "steps between rows of metrics.csv, gates.csv and deltas.csv"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints/last.pt"),
@@ -549,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="space preset or JSON file (default most_net_plus)")
     p.add_argument("--sample", type=int, help="retrain N architectures drawn uniformly (default: all)")
     p.add_argument("--seeds", type=_int_list, metavar="S[,S…]",
-                   help="retrain each architecture once per seed (default: --seed)")
+                   help="retrain each architecture once per seed, all on the clips of --data-seed (default: --seed)")
     p.add_argument("--backend", default="torch", choices=BACKENDS, help="where latency is measured (default torch)")
     p.add_argument("--profile-size", type=_frame_size, metavar="HxW",
                    help="input size for latency (default: the frame size)")

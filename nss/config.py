@@ -27,6 +27,7 @@ class RunConfig:
     frame_size: str = "64x64"  # synthetic data only
     clips: int = 24  # synthetic training clips
     frames: int = 8  # frames per synthetic clip
+    data_seed: int | None = None  # draws the synthetic clips; None: `seed` (retraining seeds on the same clips: set it)
     batch_size: int = 4
     workers: int = 0  # data-loading processes
     # schedule; an epoch form, when set, replaces the step form
@@ -101,6 +102,8 @@ class RunConfig:
         for name in ("batch_size", "clips", "log_every", "checkpoint_every", "val_every", "retrain_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
+        if self.data_seed is not None and self.data_seed < 0:
+            raise bad("data_seed", "must be >= 0")
         if self.frames < 2:
             raise bad("frames", "a clip needs at least 2 frames")
         for name in ("pretrain_steps", "workers", "conflicts_every"):
@@ -131,6 +134,11 @@ class RunConfig:
         except NSSError as err:
             raise NSSError(f"--frame-size: {err}") from None
 
+    @property
+    def synthetic_seed(self) -> int:
+        """The seed the synthetic clips are drawn with."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -138,8 +146,8 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 
 # Which options each command takes (the CLI's flags; the sweep's grid axes).
-TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "frames", "batch_size", "workers", "lr", "lr_min",
-                    "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
+TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "frames", "data_seed", "batch_size", "workers", "lr",
+                    "lr_min", "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
 # What only the search phase reads: searches that differ only in these can share one pretraining.
 SEARCH_ONLY = ("search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "margin",
                "relaxation", "bilevel", "latency_table", "latency_weight", "latency_target", "latency_target_weight",

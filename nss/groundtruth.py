@@ -140,8 +140,9 @@ def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", 
                 backend: str = "torch", size: tuple[int, int] | None = None, iters: int = 30,
                 resources: Resources = Resources(), force: bool = False, resume: bool = False,
                 progress: bool = True) -> pd.DataFrame:
-    """Retrain every architecture of `space` (default most_net_plus; or `sample` of them, drawn with `base.seed`) once per seed of
-    `seeds` (default: `base.seed`) with `base`'s retraining settings and evaluate it on validation and test; then
+    """Retrain every architecture of `space` (default most_net_plus; or `sample` of them, drawn with `base.seed`) once
+    per seed of `seeds` (default: `base.seed`) with `base`'s retraining settings, every seed on the clips of
+    `base.synthetic_seed`, and evaluate it on validation and test; then
     time every architecture in turn on `backend` (at `size`, default the frame size), on the machine alone.
     Returns ranking.csv's table. With `resume`, the ground truth in `out` goes on."""
     experiment = Experiment(out, "groundtruth")
@@ -153,6 +154,8 @@ def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", 
     else:
         space = space or "most_net_plus"
         base_config = replace(base or RunConfig(), space=space).validate()
+        # every retraining seed sees the same clips: the spread between seeds is then the retraining's alone
+        base_config = replace(base_config, data_seed=base_config.synthetic_seed)
         the_space = get_space(space)
         architectures = enumerate_architectures(the_space, sample, base_config.seed)
         seeds = list(seeds) if seeds is not None else [base_config.seed]

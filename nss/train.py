@@ -111,7 +111,7 @@ class Session:
     @staticmethod
     def synthetic_spec(config: RunConfig) -> SyntheticSpec:
         height, width = config.frame_height_width
-        return SyntheticSpec(config.clips, config.frames, height, width, config.seed)
+        return SyntheticSpec(config.clips, config.frames, height, width, config.synthetic_seed)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .alignment import COST_CHANNELS
 from .blocks import conv3x3
 
 OUT_CHANNELS = {"image": 3, "mask": 1, "flow": 2}
@@ -47,11 +48,12 @@ class DenseHead(nn.Module):
 class FlowHead(nn.Module):
     """MOST-NET+'s flow estimator: seven 3×3 convs, the first two with stride 2, predict a residual flow at ¼ of
     the scale's resolution, bilinearly upsampled ×4 (in this scale's pixels, so the magnitude is unchanged).
-    Output (B, 2, h, w)."""
+    Besides the backbone features (and the coarser flow) it reads the scale's cost volume of the current and
+    warped previous features (`alignment.cost_volume`). Output (B, 2, h, w)."""
 
     def __init__(self, channels: int, widths: tuple[int, ...], refines: bool):
         super().__init__()
-        layers, c_in = [], channels + (2 if refines else 0)
+        layers, c_in = [], channels + COST_CHANNELS + (2 if refines else 0)
         for i, width in enumerate(widths):
             layers += [conv3x3(c_in, width, stride=2 if i < 2 else 1), nn.LeakyReLU(0.1, inplace=True)]
             c_in = width
@@ -59,7 +61,7 @@ class FlowHead(nn.Module):
 
     def forward(self, g: torch.Tensor, coarser: torch.Tensor | None, image: torch.Tensor,
                 peers: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = g if coarser is None else torch.cat((g, coarser), dim=1)
+        x = torch.cat([g, peers["cost"]] + ([] if coarser is None else [coarser]), dim=1)
         residual = F.interpolate(self.body(x), size=g.shape[-2:], mode="bilinear", align_corners=False)
         return residual if coarser is None else coarser + residual
 

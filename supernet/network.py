@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from search_spaces import Architecture, NetworkSize, SearchSpace, head_name, parse_head
 
-from .alignment import Alignment
+from .alignment import Alignment, cost_volume
 from .decoder import DecoderStage
 from .encoder import Encoder
-from .geometry import motion_to_flow, rescale_output
+from .geometry import motion_to_flow, rescale_output, warp
 from .heads import DenseHead, FlowHead, HomographyHead
 from .paper import DENSE_HIDDEN, HOMOGRAPHY_DROPOUT, flow_widths, homography_blocks, scale_channels
 
@@ -77,13 +77,16 @@ class MostNet(nn.Module):
             if self.motion_task in latest:
                 coarse_scale, motion = latest[self.motion_task]
                 flow = motion_to_flow(self.kinds[self.motion_task], motion, 2 ** (coarse_scale - s), h, w)
-            g = self.decoder[str(s)](self.alignment[str(s)](current[s - 1], previous[s - 1], flow), g)
+            aligned = previous[s - 1] if flow is None else warp(previous[s - 1], flow)
+            g = self.decoder[str(s)](self.alignment[str(s)](current[s - 1], aligned), g)
             for task in self.task_order:
                 head = head_name(task, s)
                 if head not in self.heads:
                     continue
                 peers = {self.kinds[t]: self._at_scale(latest, t, s) for t in latest if t != task} \
                     if task == self.motion_task else {}
+                if self.kinds[task] == "flow":
+                    peers["cost"] = cost_volume(current[s - 1], aligned)
                 coarser = self._at_scale(latest, task, s) if task in latest else None
                 outputs[head] = self.heads[head](g, coarser, images[s - 1], peers)
                 latest[task] = (s, outputs[head])

@@ -5,8 +5,8 @@ homography estimator's 64-128-256-256-256 blocks. Where they leave it open, it i
 networks the papers report have their parameter counts (`nss spaces costs`; tests/test_costs.py):
 
     network                               paper    ours
-    MOST-NET+ SW  (flow at scale 3)       13.2 M   13.35 M
-    MOST-NET+ DW  (flow at scales 3, 2)   29.8 M   30.06 M
+    MOST-NET+ SW  (flow at scale 3)       13.2 M   13.38 M
+    MOST-NET+ DW  (flow at scales 3, 2)   29.8 M   30.14 M
     MOST-NET++    (every head)             8.9 M    8.59 M
     MOST-NSS++    (R@1,3 · M@2,3 · H@3)    6.8 M    6.53 M
 

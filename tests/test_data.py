@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nss import DataError, check_folder, open_dataset
+from nss import DataError, RunConfig, check_folder, open_dataset
 from nss.data import FolderDataset, SyntheticDataset, SyntheticSpec, corner_offsets, render_clip
+from nss.train import Session
 from supernet import flow_from_homography, homography_from_offsets, warp
 
 from conftest import TINY_SPEC
@@ -68,6 +69,17 @@ def test_synthetic_data_is_deterministic_from_its_seed():
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["degraded"], other["degraded"])
     assert not np.array_equal(render_clip(TINY_SPEC, "val", 1)["clean"], a["clean"])
+
+
+def test_the_data_seed_draws_the_clips_and_the_seed_does_not_when_it_is_given():
+    def first_clip(**options) -> np.ndarray:
+        spec = Session.synthetic_spec(RunConfig(frame_size="32x32", clips=2, frames=3, **options))
+        return open_dataset("synthetic", "test", spec)[0]["current"]
+
+    assert torch.equal(first_clip(seed=0), first_clip(seed=0, data_seed=0))  # unset: the seed draws them
+    assert torch.equal(first_clip(seed=1, data_seed=0), first_clip(seed=2, data_seed=0))
+    assert not torch.equal(first_clip(seed=1, data_seed=0), first_clip(seed=1, data_seed=3))
+    assert not torch.equal(first_clip(seed=0), first_clip(seed=1))
 
 
 def test_degradation_is_real_and_masks_are_large_shapes():

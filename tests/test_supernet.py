@@ -9,6 +9,8 @@ from search_spaces import Architecture, get_size, get_space, list_spaces, parse_
 from supernet import (build_network, flow_from_homography, homography_from_offsets, motion_to_flow,
                       rescale_output, required_divisor, warp)
 
+from supernet.alignment import COST_CHANNELS, cost_volume
+
 from conftest import tiny_batch
 
 PRESETS = list_spaces()
@@ -135,6 +137,24 @@ def test_warp_by_an_integer_flow_shifts_the_image():
     flow = torch.zeros(1, 2, 16, 16)
     flow[:, 0] = 2.0  # sample two pixels to the right
     torch.testing.assert_close(warp(image, flow)[..., :, :14], image[..., :, 2:])
+
+
+def test_cost_volume_against_a_loop_and_peaking_at_the_true_displacement():
+    current = torch.randn(2, 256, 10, 12, dtype=torch.float64)  # many channels: a sharp peak
+    dx, dy = 1, -2
+    aligned = torch.roll(current, shifts=(dy, dx), dims=(2, 3))  # aligned(q + (dx, dy)) = current(q)
+    volume = cost_volume(current, aligned)
+    assert volume.shape == (2, COST_CHANNELS, 10, 12)
+    cur, ali = current.numpy(), aligned.numpy()
+    for channel, (ddy, ddx) in enumerate((a, b) for a in range(-2, 3) for b in range(-2, 3)):
+        expected = np.zeros((2, 10, 12))
+        for y in range(10):
+            for x in range(12):
+                if 0 <= y + ddy < 10 and 0 <= x + ddx < 12:  # zero outside the frame
+                    expected[:, y, x] = (cur[:, :, y, x] * ali[:, :, y + ddy, x + ddx]).mean(1)
+        np.testing.assert_allclose(volume[:, channel].numpy(), expected, atol=1e-12)
+    peak = volume[:, :, 3:-3, 3:-3].argmax(1)  # away from the borders and the roll's wrap-around
+    assert (peak == (dy + 2) * 5 + (dx + 2)).all()
 
 
 def test_upsampling_operator_scales_flow_and_offsets():

@@ -1,0 +1,110 @@
+"""Is a ground truth (`nss groundtruth`) good enough to judge a search by? Three checks on it, written to
+OUT/checks.txt with the tables behind them:
+
+- budget: its ranking (test Δ_MTL) against a longer retraining of a sample of it (`--longer GT`);
+- preset: against another network preset on a sample (`--preset GT`, e.g. `cpu` against a `tiny` ground truth);
+- noise: the spread between retraining seeds of a sample retrained with `--seeds 0,1,2` (`--seeds GT`), and how
+  many of the ground truth's differences are larger than it;
+
+and one question: do non-contiguous choices (a task's scale-1 head kept, its scale-2 head dropped: the search
+scores them through the telescoped composite u(Ô³) + u(Ô¹) − u(Ô²), which the derived network never computes)
+rank like the contiguous ones? For each task with two searchable scales, the four choices are compared over the
+settings of the other heads (OUT/scale_choices.csv).
+
+    python benchmarks/groundtruth_checks.py GT --longer GT_LONG --preset GT_CPU --seeds GT_SEEDS --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from nss.groundtruth import noise_floor, tie_margin
+from nss.rank import load_ranking
+from search_spaces import SearchSpace, parse_head
+
+
+def agreement(reference: pd.DataFrame, other: pd.DataFrame, label: str) -> tuple[pd.DataFrame, str]:
+    """Test Δ_MTL of the architectures both rankings retrained, and the rank correlations between them."""
+    both = reference[["architecture", "heads", "delta_mtl"]].merge(
+        other[other["status"] == "done"][["architecture", "delta_mtl"]], on="architecture", suffixes=("", f"_{label}"))
+    tau = stats.kendalltau(both["delta_mtl"], both[f"delta_mtl_{label}"])
+    rho = stats.spearmanr(both["delta_mtl"], both[f"delta_mtl_{label}"])
+    return both, (f"{label}: test Δ_MTL of the ground truth vs {label} over {len(both)} architectures: Kendall tau "
+                  f"{tau.statistic:+.2f} (p {tau.pvalue:.3f}), Spearman rho {rho.statistic:+.2f}")
+
+
+def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    floor, margin = noise_floor(seeds), tie_margin(seeds)
+    gaps = [abs(a - b) for a, b in itertools.combinations(reference["delta_mtl"], 2)]
+    single = 2 * floor * 2 ** 0.5  # two single-seed values differ by more than this one time in ~20 by chance
+    lines = [f"noise: std of test Δ_MTL between seeds {seeds['seeds_done'].max()} retrainings, median over "
+             f"{len(seeds)} architectures: {floor:.2f} points (per architecture: "
+             + ", ".join(f"{s:.2f}" for s in seeds["delta_mtl_std"]) + ")",
+             f"noise: {sum(g > single for g in gaps)} of {len(gaps)} pairs of the ground truth differ by more than "
+             f"2·√2·floor = {single:.2f} points; means of {seeds['seeds_done'].max()} seeds are tied within "
+             f"{margin:.2f}",
+             f"noise: the ground truth's test Δ_MTL spans {reference['delta_mtl'].min():+.2f} … "
+             f"{reference['delta_mtl'].max():+.2f} (std {reference['delta_mtl'].std():.2f})"]
+    return lines
+
+
+def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataFrame, list[str]]:
+    """For each task with searchable heads at scales 1 and 2: test Δ_MTL of the four choices (neither, @1 only,
+    @2 only, both) under every setting of the other searchable heads."""
+    kept = reference.set_index(reference["heads"].fillna("").map(lambda h: frozenset(filter(None, h.split(",")))))
+    rows, lines = [], []
+    for task in dict.fromkeys(parse_head(h)[0] for h in space.searchable):
+        fine, middle = f"{task}@1", f"{task}@2"
+        if not {fine, middle} <= set(space.searchable):
+            continue
+        others = [h for h in space.searchable if h not in (fine, middle)]
+        for setting in itertools.product((False, True), repeat=len(others)):
+            base = frozenset(h for h, on in zip(others, setting) if on)
+            choices = {"neither": base, "fine_only": base | {fine}, "middle_only": base | {middle},
+                       "both": base | {fine, middle}}
+            if all(c in kept.index for c in choices.values()):
+                rows.append({"task": task, "others": ",".join(sorted(base)),
+                             **{name: kept.loc[c, "delta_mtl"] for name, c in choices.items()}})
+    table = pd.DataFrame(rows)
+    for task, group in table.groupby("task", sort=False):
+        for a, b in (("fine_only", "both"), ("fine_only", "neither"), ("middle_only", "neither"),
+                     ("fine_only", "middle_only")):
+            diff = group[a] - group[b]
+            lines.append(f"{task}: {a} − {b}: mean {diff.mean():+.2f}, median {diff.median():+.2f}, "
+                         f"{(diff > 0).sum()}/{len(diff)} positive")
+    return table, lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("groundtruth", help="the ground truth to check (nss groundtruth --out)")
+    parser.add_argument("--longer", help="a sample of it retrained for longer")
+    parser.add_argument("--preset", help="a sample of it retrained on another network preset")
+    parser.add_argument("--seeds", help="a sample of it retrained with several seeds")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference, space, _ = load_ranking(args.groundtruth)
+    reference = reference[reference["status"] == "done"]
+    lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures"]
+    for label, path in (("longer", args.longer), ("preset", args.preset)):
+        if path:
+            table, line = agreement(reference, load_ranking(path)[0], label)
+            table.to_csv(out / f"agreement_{label}.csv", index=False)
+            lines.append(line)
+    if args.seeds:
+        lines += noise_lines(load_ranking(args.seeds)[0], reference)
+    table, choice_lines = scale_choices(reference, space)
+    table.to_csv(out / "scale_choices.csv", index=False)
+    lines += choice_lines
+    (out / "checks.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
