@@ -5,6 +5,7 @@ OUT/checks.txt with the tables behind them:
 - preset: against another network preset on a sample (`--preset GT`, e.g. `cpu` against a `tiny` ground truth);
 - noise: the spread between retraining seeds of a sample retrained with `--seeds 0,1,2` (`--seeds GT`), and how
   many of the ground truth's differences are larger than it;
+- flow: how many retrainings of each ended with flow still on its zero-motion plateau;
 
 and one question: do non-contiguous choices (a task's scale-1 head kept, its scale-2 head dropped: the search
 scores them through the telescoped composite u(Ô³) + u(Ô¹) − u(Ô²), which the derived network never computes)
@@ -50,6 +51,23 @@ def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
              f"noise: the ground truth's test Δ_MTL spans {reference['delta_mtl'].min():+.2f} … "
              f"{reference['delta_mtl'].max():+.2f} (std {reference['delta_mtl'].std():.2f})"]
     return lines
+
+
+def plateau_lines(groundtruth: Path) -> list[str]:
+    """How many retrainings ended with flow still on the zero-motion plateau: validation EPE of the finest flow
+    head (best.pt) within 5% of the EPE of predicting no motion."""
+    stuck, runs = [], 0
+    for evaluation in sorted(groundtruth.glob("trials/*/eval.csv")):
+        flow = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
+        if flow.empty:
+            continue
+        runs += 1
+        zero = flow.loc[flow["model"] == "baseline", "value"].iloc[0]
+        learned = flow[flow["model"] == "network"].sort_values("scale")["value"].iloc[0]
+        if learned > 0.95 * zero:
+            stuck.append(evaluation.parent.name)
+    return [f"flow plateau ({groundtruth}): {len(stuck)} of {runs} retrainings ended within 5% of the zero-motion "
+            "EPE on validation" + (f" ({', '.join(stuck)})" if stuck else "")]
 
 
 def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataFrame, list[str]]:
@@ -99,6 +117,8 @@ def main() -> None:
             lines.append(line)
     if args.seeds:
         lines += noise_lines(load_ranking(args.seeds)[0], reference)
+    for path in filter(None, (args.groundtruth, args.longer, args.preset, args.seeds)):
+        lines += plateau_lines(Path(path))
     table, choice_lines = scale_choices(reference, space)
     table.to_csv(out / "scale_choices.csv", index=False)
     lines += choice_lines

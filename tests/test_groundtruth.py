@@ -16,6 +16,7 @@ import nss
 from nss.cli import main
 from nss.groundtruth import _describe, enumerate_architectures, marginal_values, ranking_table
 from nss.metrics import pareto_mask
+from nss.runfolder import RunFolder
 from nss.trials import Experiment, Resources, Trial, ray_session
 from search_spaces import Architecture, get_space
 
@@ -198,8 +199,8 @@ def test_groundtruth_and_rank_of_a_search_in_it(tmp_path, capsys, ray_cluster):
     assert set(pd.read_csv(out / "latency.csv")["architecture"]) == set(ranking["architecture"])
     for run in out.glob("trials/*"):
         assert set(pd.read_csv(run / "eval.csv")["split"]) == {"val", "test"}
-        config = nss.resolve_config(run / "config.yaml")
-        assert (config.seed, config.data_seed) == (1, 1)  # another retraining seed would keep data seed 1
+        config = RunFolder(run).read_yaml("config.yaml")
+        assert (config["seed"], config["data_seed"]) == (1, 1)  # another retraining seed would keep data seed 1
 
     # a search whose architecture is in the ground truth: give it the full network's gates (all kept)
     search = nss.search(tiny_config(threshold=0.01, search_steps=2, pretrain_steps=2), out=tmp_path / "search",
