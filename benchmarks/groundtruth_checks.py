@@ -73,7 +73,8 @@ def plateau_lines(groundtruth: Path) -> list[str]:
 def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataFrame, list[str]]:
     """For each task with searchable heads at scales 1 and 2: test Δ_MTL of the four choices (neither, @1 only,
     @2 only, both) under every setting of the other searchable heads."""
-    kept = reference.set_index(reference["heads"].fillna("").map(lambda h: frozenset(filter(None, h.split(",")))))
+    score = dict(zip(reference["heads"].fillna("").map(lambda h: frozenset(filter(None, h.split(",")))),
+                     reference["delta_mtl"]))
     rows, lines = [], []
     for task in dict.fromkeys(parse_head(h)[0] for h in space.searchable):
         fine, middle = f"{task}@1", f"{task}@2"
@@ -84,9 +85,9 @@ def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataF
             base = frozenset(h for h, on in zip(others, setting) if on)
             choices = {"neither": base, "fine_only": base | {fine}, "middle_only": base | {middle},
                        "both": base | {fine, middle}}
-            if all(c in kept.index for c in choices.values()):
+            if all(c in score for c in choices.values()):
                 rows.append({"task": task, "others": ",".join(sorted(base)),
-                             **{name: kept.loc[c, "delta_mtl"] for name, c in choices.items()}})
+                             **{name: score[c] for name, c in choices.items()}})
     table = pd.DataFrame(rows)
     for task, group in table.groupby("task", sort=False):
         for a, b in (("fine_only", "both"), ("fine_only", "neither"), ("middle_only", "neither"),
