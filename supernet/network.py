@@ -85,7 +85,7 @@ class MostNet(nn.Module):
                     continue
                 peers = {self.kinds[t]: self._at_scale(latest, t, s) for t in latest if t != task} \
                     if task == self.motion_task else {}
-                if self.kinds[task] == "flow":
+                if self.kinds[task] == "flow":  # what a flow head reads besides g: the two frames compared
                     peers["cost"] = cost_volume(current[s - 1], aligned)
                 coarser = self._at_scale(latest, task, s) if task in latest else None
                 outputs[head] = self.heads[head](g, coarser, images[s - 1], peers)
