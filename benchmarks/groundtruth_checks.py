@@ -41,8 +41,8 @@ def agreement(reference: pd.DataFrame, other: pd.DataFrame, label: str) -> tuple
 def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     floor, margin = noise_floor(seeds), tie_margin(seeds)
     gaps = [abs(a - b) for a, b in itertools.combinations(reference["delta_mtl"], 2)]
-    single = 2 * floor * 2 ** 0.5  # two single-seed values differ by more than this one time in ~20 by chance
-    lines = [f"noise: std of test Δ_MTL between seeds {seeds['seeds_done'].max()} retrainings, median over "
+    single = tie_margin(seeds, seeds=1)  # two single-seed values differ by more than this one time in ~20 by chance
+    lines = [f"noise: std of test Δ_MTL between {seeds['seeds_done'].max()} seeds' retrainings, median over "
              f"{len(seeds)} architectures: {floor:.2f} points (per architecture: "
              + ", ".join(f"{s:.2f}" for s in seeds["delta_mtl_std"]) + ")",
              f"noise: {sum(g > single for g in gaps)} of {len(gaps)} pairs of the ground truth differ by more than "

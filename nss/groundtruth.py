@@ -115,11 +115,11 @@ def noise_floor(ranking: pd.DataFrame) -> float:
     return float(spread[ranking["seeds_done"] >= 2].median())
 
 
-def tie_margin(ranking: pd.DataFrame) -> float:
-    """Two architectures whose mean Δ_MTL differ by less than twice the spread of a difference of two n-seed means
-    (noise floor · √(2/n)) are tied."""
+def tie_margin(ranking: pd.DataFrame, seeds: int | None = None) -> float:
+    """Two architectures whose mean Δ_MTL over `seeds` retrainings (default: the ranking's) differ by less than
+    twice the spread of a difference of two such means (noise floor · √(2/n)) are tied."""
     floor = noise_floor(ranking)
-    seeds = ranking["seeds_done"].max()
+    seeds = seeds or ranking["seeds_done"].max()
     return 2 * floor * math.sqrt(2 / seeds) if not math.isnan(floor) else float("nan")
 
 
