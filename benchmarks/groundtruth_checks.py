@@ -1,11 +1,14 @@
-"""Is a ground truth (`nss groundtruth`) good enough to judge a search by? Three checks on it, written to
+"""Is a ground truth (`nss groundtruth`) good enough to judge a search by? Checks on it, written to
 OUT/checks.txt with the tables behind them:
 
-- budget: its ranking (test Δ_MTL) against a longer retraining of a sample of it (`--longer GT`);
+- budget: its ranking (test Δ_MTL) against a longer retraining of a sample of it (`--longer GT`), or a shorter
+  one (`--shorter GT`);
 - preset: against another network preset on a sample (`--preset GT`, e.g. `cpu` against a `tiny` ground truth);
-- noise: the spread between retraining seeds of a sample retrained with `--seeds 0,1,2` (`--seeds GT`), and how
-  many of the ground truth's differences are larger than it;
+- noise: the spread between retraining seeds of a sample retrained with `--seeds 0,1,2` (`--seeds GT`; or the
+  same sample's seeds spread over several ground truths of one budget and clips, `--seeds GT_SEED0 GT_SEEDS12`),
+  and how many of the ground truth's differences are larger than it;
 - flow: how many retrainings of each ended with flow still on its zero-motion plateau;
+- size: whether its ranking favours small or big networks (rank correlation of Δ_MTL with parameters);
 
 and one question: do non-contiguous choices (a task's scale-1 head kept, its scale-2 head dropped: the search
 scores them through the telescoped composite u(Ô³) + u(Ô¹) − u(Ô²), which the derived network never computes)
@@ -18,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nss.errors import NSSError
 from nss.groundtruth import noise_floor, tie_margin
 from nss.rank import load_ranking
 from search_spaces import SearchSpace, parse_head
@@ -38,7 +44,42 @@ def agreement(reference: pd.DataFrame, other: pd.DataFrame, label: str) -> tuple
                   f"{tau.statistic:+.2f} (p {tau.pvalue:.3f}), Spearman rho {rho.statistic:+.2f}")
 
 
+def size_line(reference: pd.DataFrame) -> str:
+    """Does the ranking favour small or big networks? (Too short a budget favours those that train fastest.)"""
+    tau = stats.kendalltau(reference["delta_mtl"], reference["params"])
+    return (f"size: Kendall tau of test Δ_MTL with parameters over {len(reference)} architectures "
+            f"{tau.statistic:+.2f} (p {tau.pvalue:.3f})")
+
+
+def pooled_seeds(paths: list[str]) -> pd.DataFrame:
+    """Test Δ_MTL of every finished retraining in the ground truths `paths`, pooled by architecture: its
+    seeds_done and delta_mtl_std, as `noise_floor` reads them. The ground truths must differ in their seeds alone
+    (same budget, preset and clips); a seed retrained in two of them counts once."""
+    values: dict[str, dict[int, float]] = {}
+    settings = None
+    for path in paths:
+        _, _, experiment = load_ranking(path)
+        manifest = experiment.manifest()
+        base = {k: v for k, v in manifest["base"].items() if k not in ("seed", "out")}
+        if settings is not None and base != settings:
+            differing = sorted(k for k in base.keys() | settings.keys() if base.get(k) != settings.get(k))
+            raise NSSError(f"--seeds: {path} was retrained with other settings than {paths[0]} "
+                           f"({', '.join(differing)}); pool only seeds of one budget, preset and clips")
+        settings = base
+        for architecture in manifest["architectures"]:
+            for seed in manifest["seeds"]:
+                record = experiment.record(f"{architecture}-seed{seed}")
+                score = record["result"]["splits"]["test"]["delta_mtl"] if record and record["status"] == "done" \
+                    else math.nan
+                if math.isfinite(score):
+                    values.setdefault(architecture, {})[seed] = score
+    return pd.DataFrame([{"architecture": a, "seeds_done": len(v), "delta_mtl": np.mean(list(v.values())),
+                          "delta_mtl_std": np.std(list(v.values()), ddof=1) if len(v) > 1 else math.nan}
+                         for a, v in values.items()])
+
+
 def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    seeds = seeds[seeds["seeds_done"] >= 2]  # architectures retrained once tell nothing of the noise
     floor, margin = noise_floor(seeds), tie_margin(seeds)
     gaps = [abs(a - b) for a, b in itertools.combinations(reference["delta_mtl"], 2)]
     single = tie_margin(seeds, seeds=1)  # two single-seed values differ by more than this one time in ~20 by chance
@@ -102,23 +143,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("groundtruth", help="the ground truth to check (nss groundtruth --out)")
     parser.add_argument("--longer", help="a sample of it retrained for longer")
+    parser.add_argument("--shorter", help="a sample of it retrained for fewer steps")
     parser.add_argument("--preset", help="a sample of it retrained on another network preset")
-    parser.add_argument("--seeds", help="a sample of it retrained with several seeds")
+    parser.add_argument("--seeds", nargs="+", help="a sample of it retrained with several seeds (in one ground truth "
+                        "or spread over several of the same budget, preset and clips)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reference, space, _ = load_ranking(args.groundtruth)
     reference = reference[reference["status"] == "done"]
-    lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures"]
-    for label, path in (("longer", args.longer), ("preset", args.preset)):
+    lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures", size_line(reference)]
+    for label, path in (("longer", args.longer), ("shorter", args.shorter), ("preset", args.preset)):
         if path:
             table, line = agreement(reference, load_ranking(path)[0], label)
             table.to_csv(out / f"agreement_{label}.csv", index=False)
             lines.append(line)
     if args.seeds:
-        lines += noise_lines(load_ranking(args.seeds)[0], reference)
-    for path in filter(None, (args.groundtruth, args.longer, args.preset, args.seeds)):
+        lines += noise_lines(pooled_seeds(args.seeds), reference)
+    for path in dict.fromkeys(filter(None, (args.groundtruth, args.longer, args.shorter, args.preset,
+                                            *(args.seeds or ())))):
         lines += plateau_lines(Path(path))
     table, choice_lines = scale_choices(reference, space)
     table.to_csv(out / "scale_choices.csv", index=False)
@@ -128,4 +172,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NSSError as err:
+        raise SystemExit(f"error: {err}") from None
