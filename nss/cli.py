@@ -46,6 +46,8 @@ RUN_OPTIONS = {
     "data": ("--data", "'synthetic' (generated on the fly) or a data folder (see `nss data check`)"),
     "frame_size": ("--frame-size", "synthetic frame size HxW"),
     "clips": ("--clips", "synthetic training clips"),
+    "eval_clips": ("--eval-clips", "synthetic validation and test clips, each (default: a quarter of --clips, at "
+                                   "least 2; more measure a network with less noise)"),
     "frames": ("--frames", "frames per synthetic clip"),
     "batch_size": ("--batch-size", "samples per step"),
     "workers": ("--workers", "data-loading processes"),
@@ -371,11 +373,12 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
-    if args.clips < 1 or args.frames < 2:
-        raise NSSError(f"--clips must be >= 1 and --frames >= 2, got {args.clips} and {args.frames}")
+    if args.clips < 1 or args.frames < 2 or (args.eval_clips is not None and args.eval_clips < 1):
+        raise NSSError(f"--clips and --eval-clips must be >= 1 and --frames >= 2, got {args.clips}, "
+                       f"{args.eval_clips} and {args.frames}")
     h, w = args.size
-    out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed), force=args.force,
-                          progress=not args.quiet)
+    out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed, eval_clips=args.eval_clips),
+                          force=args.force, progress=not args.quiet)
     print(f"wrote synthetic data to {out}")
 
 
@@ -602,7 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True, parser_class=OneLineErrors)
     p = data.add_parser("synth", help="write synthetic clips in the folder format")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--clips", type=int, default=SyntheticSpec.clips, help="training clips (val/test: a quarter, ≥ 2)")
+    p.add_argument("--clips", type=int, default=SyntheticSpec.clips, help="training clips")
+    p.add_argument("--eval-clips", type=int, metavar="CLIPS",
+                   help="validation and test clips, each (default: a quarter of --clips, ≥ 2)")
     p.add_argument("--frames", type=int, default=SyntheticSpec.frames, help="frames per clip")
     p.add_argument("--size", type=_frame_size, default=(SyntheticSpec.height, SyntheticSpec.width), metavar="HxW")
     p.add_argument("--seed", type=int, default=SyntheticSpec.seed)

@@ -26,6 +26,7 @@ class RunConfig:
     data: str = "synthetic"  # "synthetic" (generated on the fly) or a data folder
     frame_size: str = "64x64"  # synthetic data only
     clips: int = 24  # synthetic training clips
+    eval_clips: int | None = None  # synthetic validation and test clips each; None: a quarter of `clips`, >= 2
     frames: int = 8  # frames per synthetic clip
     data_seed: int | None = None  # draws the synthetic clips; None: `seed` (retraining seeds on the same clips: set it)
     batch_size: int = 4
@@ -102,6 +103,8 @@ class RunConfig:
         for name in ("batch_size", "clips", "log_every", "checkpoint_every", "val_every", "retrain_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
+        if self.eval_clips is not None and self.eval_clips < 1:
+            raise bad("eval_clips", "must be >= 1")
         if self.data_seed is not None and self.data_seed < 0:
             raise bad("data_seed", "must be >= 0")
         if self.frames < 2:
@@ -146,8 +149,8 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 
 # Which options each command takes (the CLI's flags; the sweep's grid axes).
-TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "frames", "data_seed", "batch_size", "workers", "lr",
-                    "lr_min", "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
+TRAINING_OPTIONS = ("network", "data", "frame_size", "clips", "eval_clips", "frames", "data_seed", "batch_size",
+                    "workers", "lr", "lr_min", "seed", "device", "log_every", "checkpoint_every", "conflicts_every")
 # What only the search phase reads: searches that differ only in these can share one pretraining.
 SEARCH_ONLY = ("search_steps", "search_epochs", "tau", "hard", "sparsity", "sparsity_kind", "threshold", "margin",
                "relaxation", "bilevel", "latency_table", "latency_weight", "latency_target", "latency_target_weight",

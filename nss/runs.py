@@ -29,7 +29,7 @@ from .train import (Session, Trainer, require_same_network, resolve_device, reso
                     trained_architecture)
 
 # Options a search started with `from_run` takes from the pretrained run: the network and data must match.
-INHERITED = ("space", "network", "data", "frame_size", "clips", "frames", "data_seed")
+INHERITED = ("space", "network", "data", "frame_size", "clips", "eval_clips", "frames", "data_seed")
 LATENCY_TABLE = "latency.json"  # a latency-aware run's copy of its cost table
 PHASES_OF = {"pretrain": ("pretrain",), "search": ("pretrain", "search"), "retrain": ("retrain",)}
 

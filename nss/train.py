@@ -111,7 +111,8 @@ class Session:
     @staticmethod
     def synthetic_spec(config: RunConfig) -> SyntheticSpec:
         height, width = config.frame_height_width
-        return SyntheticSpec(config.clips, config.frames, height, width, config.synthetic_seed)
+        return SyntheticSpec(config.clips, config.frames, height, width, config.synthetic_seed,
+                             eval_clips=config.eval_clips)
 
     @property
     def steps_per_epoch(self) -> int:

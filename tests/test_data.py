@@ -82,6 +82,19 @@ def test_the_data_seed_draws_the_clips_and_the_seed_does_not_when_it_is_given():
     assert not torch.equal(first_clip(seed=0), first_clip(seed=1))
 
 
+def test_more_eval_clips_extend_the_validation_and_test_splits_without_redrawing_them():
+    def split(split: str, **options) -> SyntheticDataset:
+        return open_dataset("synthetic", split, Session.synthetic_spec(RunConfig(frame_size="32x32", clips=8, frames=3,
+                                                                                 **options)))
+
+    default, more = split("test"), split("test", eval_clips=5)
+    assert (len(default), len(more), len(split("val", eval_clips=5))) == (2 * 2, 5 * 2, 5 * 2)  # 2 pairs a clip
+    assert len(split("train", eval_clips=5)) == 8 * 2
+    for i in range(len(default)):  # the default's two clips are the first two of the longer split
+        assert torch.equal(default[i]["current"], more[i]["current"])
+        assert torch.equal(default[i]["flow"], more[i]["flow"])
+
+
 def test_degradation_is_real_and_masks_are_large_shapes():
     clip = render_clip(SyntheticSpec(), "train", 0)
     assert np.abs(clip["degraded"] - clip["clean"]).mean() > 0.05

@@ -13,10 +13,13 @@ import pytest
 from scipy import stats
 
 import nss
+from nss import RunConfig
 from nss.cli import main
-from nss.groundtruth import _describe, enumerate_architectures, marginal_values, ranking_table
+from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
+                             marginal_values, ranking_table)
 from nss.metrics import pareto_mask
 from nss.runfolder import RunFolder
+from nss.train import Session
 from nss.trials import Experiment, Resources, Trial, ray_session
 from search_spaces import Architecture, get_space
 
@@ -24,7 +27,8 @@ from conftest import tiny_config
 
 SPACE = get_space("most_net_plus")
 GT_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
-            "--device", "cpu", "--retrain-steps", "2", "--val-every", "2", "--iters", "2", "--quiet"]
+            "--device", "cpu", "--retrain-steps", "2", "--val-every", "2", "--iters", "2", "--eval-clips", "2",
+            "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,14 @@ def test_samples_cover_the_space_evenly():
 def test_a_sample_larger_than_the_space_is_refused():
     with pytest.raises(nss.NSSError, match="'most_net_plus' has 64 architectures"):
         enumerate_architectures(SPACE, 65)
+
+
+def test_every_retraining_seed_shares_the_clips_and_is_measured_on_many_of_them():
+    base = groundtruth_base(RunConfig(seed=3))
+    assert (base.seed, base.data_seed, base.eval_clips) == (3, 3, GROUNDTRUTH_EVAL_CLIPS)
+    assert Session.synthetic_spec(base).clips_in("test") == GROUNDTRUTH_EVAL_CLIPS > RunConfig().clips // 4
+    given = groundtruth_base(RunConfig(seed=3, data_seed=1, eval_clips=5))
+    assert (given.data_seed, given.eval_clips) == (1, 5)
 
 
 # -- the ranking on hand-made records ---------------------------------------------------------------------------
@@ -201,6 +213,7 @@ def test_groundtruth_and_rank_of_a_search_in_it(tmp_path, capsys, ray_cluster):
         assert set(pd.read_csv(run / "eval.csv")["split"]) == {"val", "test"}
         config = RunFolder(run).read_yaml("config.yaml")
         assert (config["seed"], config["data_seed"]) == (1, 1)  # another retraining seed would keep data seed 1
+        assert config["eval_clips"] == 2
 
     # a search whose architecture is in the ground truth: give it the full network's gates (all kept)
     search = nss.search(tiny_config(threshold=0.01, search_steps=2, pretrain_steps=2), out=tmp_path / "search",

@@ -114,6 +114,7 @@ def _fails_with_one_line(argv, capsys, message, code=1):
     (["--threshold", "1.5"], "--threshold: must be in (0, 1)"),
     (["--frame-size", "30x32"], "multiples of 16"),
     (["--data-seed", "-1"], "--data-seed: must be >= 0, got -1"),
+    (["--eval-clips", "0"], "--eval-clips: must be >= 1, got 0"),
 ])
 def test_bad_options_fail_with_one_line_and_leave_no_folder(tmp_path, capsys, flags, message):
     out = tmp_path / "run"

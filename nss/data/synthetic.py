@@ -24,10 +24,11 @@ class SyntheticSpec:
     width: int = 64
     seed: int = 0
     detail: float = 1.0  # amplitude of the fine (3–5 px) texture; 0 gives band-limited frames
-
+    eval_clips: int | None = None  # validation and test clips each; None: a quarter of `clips`, at least 2
 
     def clips_in(self, split: str) -> int:
-        return self.clips if split == "train" else max(2, self.clips // 4)
+        # a clip's content depends on (seed, split, index) alone: more eval clips extend the split, never redraw it
+        return self.clips if split == "train" else self.eval_clips or max(2, self.clips // 4)
 
 
 @dataclass(frozen=True)
