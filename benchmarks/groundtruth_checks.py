@@ -16,16 +16,20 @@ rank like the contiguous ones? For each task with two searchable scales, the fou
 settings of the other heads (OUT/scale_choices.csv).
 
     python benchmarks/groundtruth_checks.py GT --longer GT_LONG --preset GT_CPU --seeds GT_SEEDS --out DIR
+    python benchmarks/groundtruth_checks.py GT --longer GT_LONG --eval-clips 48 --out DIR   # on 48 clips each
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import torch
+from eval_noise import reevaluate
 from scipy import stats
 
 from nss.errors import NSSError
@@ -37,7 +41,7 @@ from search_spaces import SearchSpace, parse_head
 def agreement(reference: pd.DataFrame, other: pd.DataFrame, label: str) -> tuple[pd.DataFrame, str]:
     """Test Δ_MTL of the architectures both rankings retrained, and the rank correlations between them."""
     both = reference[["architecture", "heads", "delta_mtl"]].merge(
-        other[other["status"] == "done"][["architecture", "delta_mtl"]], on="architecture", suffixes=("", f"_{label}"))
+        other[["architecture", "delta_mtl"]], on="architecture", suffixes=("", f"_{label}"))
     tau = stats.kendalltau(both["delta_mtl"], both[f"delta_mtl_{label}"])
     rho = stats.spearmanr(both["delta_mtl"], both[f"delta_mtl_{label}"])
     return both, (f"{label}: test Δ_MTL of the ground truth vs {label} over {len(both)} architectures: Kendall tau "
@@ -51,31 +55,50 @@ def size_line(reference: pd.DataFrame) -> str:
             f"{tau.statistic:+.2f} (p {tau.pvalue:.3f})")
 
 
-def pooled_seeds(paths: list[str]) -> pd.DataFrame:
+@functools.lru_cache  # a ground truth given twice (e.g. as the reference and among --seeds) is measured once
+def retraining_scores(groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
+    """Test Δ_MTL of every finished retraining of a ground truth (architecture, trial, delta_mtl): as its trial
+    recorded it, or measured again on `eval_clips` validation and test clips."""
+    if eval_clips:
+        table = reevaluate(groundtruth, eval_clips)
+        return table.assign(delta_mtl=table[f"test_{eval_clips}"])[["architecture", "trial", "delta_mtl"]]
+    _, _, experiment = load_ranking(groundtruth)
+    rows = []
+    for path in sorted(experiment.trials.glob("*/trial.json")):
+        record = json.loads(path.read_text())
+        if record["status"] == "done" and math.isfinite(record["result"]["delta_mtl"]):
+            rows.append({"architecture": record["settings"]["architecture"], "trial": path.parent.name,
+                         "delta_mtl": record["result"]["delta_mtl"]})
+    return pd.DataFrame(rows)
+
+
+def measured_ranking(groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
+    """The ground truth's finished architectures, test Δ_MTL the mean over their retrainings (on `eval_clips`
+    clips when given)."""
+    ranking = load_ranking(groundtruth)[0]
+    ranking = ranking[ranking["status"] == "done"]
+    if not eval_clips:
+        return ranking
+    means = retraining_scores(groundtruth, eval_clips).groupby("architecture")["delta_mtl"].mean()
+    return ranking.assign(delta_mtl=ranking["architecture"].map(means))
+
+
+def pooled_seeds(paths: list[str], eval_clips: int | None) -> pd.DataFrame:
     """Test Δ_MTL of every finished retraining in the ground truths `paths`, pooled by architecture: its
     seeds_done and delta_mtl_std, as `noise_floor` reads them. The ground truths must differ in their seeds alone
     (same budget, preset and clips); a seed retrained in two of them counts once."""
-    values: dict[str, dict[int, float]] = {}
-    settings = None
+    settings, scores = None, []
     for path in paths:
-        _, _, experiment = load_ranking(path)
-        manifest = experiment.manifest()
-        base = {k: v for k, v in manifest["base"].items() if k not in ("seed", "out")}
+        base = {k: v for k, v in load_ranking(path)[2].manifest()["base"].items() if k not in ("seed", "out")}
         if settings is not None and base != settings:
             differing = sorted(k for k in base.keys() | settings.keys() if base.get(k) != settings.get(k))
             raise NSSError(f"--seeds: {path} was retrained with other settings than {paths[0]} "
                            f"({', '.join(differing)}); pool only seeds of one budget, preset and clips")
         settings = base
-        for architecture in manifest["architectures"]:
-            for seed in manifest["seeds"]:
-                record = experiment.record(f"{architecture}-seed{seed}")
-                score = record["result"]["splits"]["test"]["delta_mtl"] if record and record["status"] == "done" \
-                    else math.nan
-                if math.isfinite(score):
-                    values.setdefault(architecture, {})[seed] = score
-    return pd.DataFrame([{"architecture": a, "seeds_done": len(v), "delta_mtl": np.mean(list(v.values())),
-                          "delta_mtl_std": np.std(list(v.values()), ddof=1) if len(v) > 1 else math.nan}
-                         for a, v in values.items()])
+        scores.append(retraining_scores(path, eval_clips))
+    pooled = pd.concat(scores).drop_duplicates("trial").groupby("architecture")["delta_mtl"]
+    return pd.DataFrame({"seeds_done": pooled.count(), "delta_mtl": pooled.mean(),
+                         "delta_mtl_std": pooled.std(ddof=1)}).reset_index()
 
 
 def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
@@ -129,7 +152,10 @@ def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataF
             if all(c in score for c in choices.values()):
                 rows.append({"task": task, "others": ",".join(sorted(base)),
                              **{name: score[c] for name, c in choices.items()}})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["task", "others", "neither", "fine_only", "middle_only", "both"])
+    if table.empty:
+        return table, ["scale choices: no task has its four choices under a setting of the other heads here "
+                       "(a sample too small)"]
     for task, group in table.groupby("task", sort=False):
         for a, b in (("fine_only", "both"), ("fine_only", "neither"), ("middle_only", "neither"),
                      ("fine_only", "middle_only")):
@@ -147,20 +173,24 @@ def main() -> None:
     parser.add_argument("--preset", help="a sample of it retrained on another network preset")
     parser.add_argument("--seeds", nargs="+", help="a sample of it retrained with several seeds (in one ground truth "
                         "or spread over several of the same budget, preset and clips)")
+    parser.add_argument("--eval-clips", type=int, help="measure every retraining again on this many validation and "
+                        "test clips (benchmarks/eval_noise.py) instead of the clips its trial was measured on")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    reference, space, _ = load_ranking(args.groundtruth)
-    reference = reference[reference["status"] == "done"]
-    lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures", size_line(reference)]
+    torch.set_num_threads(1)
+    reference, space = measured_ranking(args.groundtruth, args.eval_clips), load_ranking(args.groundtruth)[1]
+    lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures, test Δ_MTL on "
+             + (f"{args.eval_clips} clips" if args.eval_clips else "the clips its trials were measured on"),
+             size_line(reference)]
     for label, path in (("longer", args.longer), ("shorter", args.shorter), ("preset", args.preset)):
         if path:
-            table, line = agreement(reference, load_ranking(path)[0], label)
+            table, line = agreement(reference, measured_ranking(path, args.eval_clips), label)
             table.to_csv(out / f"agreement_{label}.csv", index=False)
             lines.append(line)
     if args.seeds:
-        lines += noise_lines(pooled_seeds(args.seeds), reference)
+        lines += noise_lines(pooled_seeds(args.seeds, args.eval_clips), reference)
     for path in dict.fromkeys(filter(None, (args.groundtruth, args.longer, args.shorter, args.preset,
                                             *(args.seeds or ())))):
         lines += plateau_lines(Path(path))
