@@ -7,7 +7,8 @@ OUT/checks.txt with the tables behind them:
 - noise: the spread between retraining seeds of a sample retrained with `--seeds 0,1,2` (`--seeds GT`; or the
   same sample's seeds spread over several ground truths of one budget and clips, `--seeds GT_SEED0 GT_SEEDS12`),
   and how many of the ground truth's differences are larger than it;
-- flow: how many retrainings of each ended with flow still on its zero-motion plateau;
+- flow: how many retrainings of each ended with flow still on its zero-motion plateau (and OUT/curves.csv: the
+  validation Δ_MTL and flow EPE of every retraining at every validation step);
 - size: whether its ranking favours small or big networks (rank correlation of Δ_MTL with parameters);
 
 and one question: do non-contiguous choices (a task's scale-1 head kept, its scale-2 head dropped: the search
@@ -134,6 +135,33 @@ def plateau_lines(groundtruth: Path) -> list[str]:
             "EPE on validation" + (f" ({', '.join(stuck)})" if stuck else "")]
 
 
+def learning_curves(groundtruth: Path) -> pd.DataFrame:
+    """Validation Δ_MTL and the finest flow head's EPE at every validation step of every retraining: when flow
+    leaves its plateaus, and whether the ranking still moves at the end of the budget."""
+    rows = []
+    for validation in sorted(groundtruth.glob("trials/*/validation.csv")):
+        table = pd.read_csv(validation)
+        flow = table[table["metric"] == "epe"].assign(scale=lambda t: t["head"].str.split("@").str[1].astype(int))
+        finest = flow[flow["scale"] == flow["scale"].min()].set_index("step")["value"]
+        overall = table[table["head"] == "all"].set_index("step")["value"]
+        evaluation = pd.read_csv(validation.parent / "eval.csv").query("split == 'val' and task == 'flow'")
+        zero = evaluation.loc[evaluation["model"] == "baseline", "value"].iloc[0]
+        rows.append(pd.DataFrame({"groundtruth": groundtruth.name, "trial": validation.parent.name,
+                                  "delta_mtl_val": overall, "flow_epe_val": finest, "flow_epe_zero_motion": zero})
+                    .rename_axis("step"))
+    return pd.concat(rows).reset_index() if rows else pd.DataFrame()
+
+
+def second_drop_line(curves: pd.DataFrame, groundtruth: str) -> str:
+    """Flow's second plateau ends when its EPE falls below half that of predicting no motion (on the synthetic
+    data: from ~1.4 to ~0.7, against 1.88)."""
+    below = curves[curves["flow_epe_val"] < curves["flow_epe_zero_motion"] / 2].groupby("trial")["step"].min()
+    steps = "" if below.empty else f", first at step {below.min()}" if below.min() == below.max() else \
+        f", first at steps {below.min()}–{below.max()}"
+    return (f"flow second drop ({groundtruth}): {len(below)} of {curves['trial'].nunique()} retrainings reached "
+            f"half the zero-motion EPE on validation{steps}")
+
+
 def scale_choices(reference: pd.DataFrame, space: SearchSpace) -> tuple[pd.DataFrame, list[str]]:
     """For each task with searchable heads at scales 1 and 2: test Δ_MTL of the four choices (neither, @1 only,
     @2 only, both) under every setting of the other searchable heads."""
@@ -191,9 +219,11 @@ def main() -> None:
             lines.append(line)
     if args.seeds:
         lines += noise_lines(pooled_seeds(args.seeds, args.eval_clips), reference)
-    for path in dict.fromkeys(filter(None, (args.groundtruth, args.longer, args.shorter, args.preset,
-                                            *(args.seeds or ())))):
-        lines += plateau_lines(Path(path))
+    paths = dict.fromkeys(filter(None, (args.groundtruth, args.longer, args.shorter, args.preset, *(args.seeds or ()))))
+    curves = {path: learning_curves(Path(path)) for path in paths}
+    for path in paths:
+        lines += plateau_lines(Path(path)) + [second_drop_line(curves[path], path)]
+    pd.concat(curves.values()).to_csv(out / "curves.csv", index=False)
     table, choice_lines = scale_choices(reference, space)
     table.to_csv(out / "scale_choices.csv", index=False)
     lines += choice_lines
