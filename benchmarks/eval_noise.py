@@ -1,8 +1,8 @@
 """How much of a ground truth's ranking is the noise of its small evaluation splits? Every finished retraining
 of a ground truth (`nss groundtruth`) is evaluated again, its checkpoint unchanged, on N synthetic validation
-and test clips (`--eval-clips`); printed: how well the validation and the test ranking agree on the clips the
-trials were measured on and on the N, and how well the trials' test ranking agrees with the one on N clips.
-Per-retraining values go to OUT/eval_clips.csv.
+and test clips (`nss evaluate --eval-clips N`). Printed: how well the validation and the test ranking agree on
+the clips the trials were measured on and on the N, and how well the trials' test ranking agrees with the one
+on N clips. Per-retraining values go to OUT/eval_clips.csv.
 
     python benchmarks/eval_noise.py GT --eval-clips 48 --out DIR
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,35 +17,27 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
-from nss.data import open_dataset
 from nss.errors import NSSError
-from nss.evaluate import evaluate, finest_per_task
+from nss.evaluate import finest_per_task
 from nss.metrics import delta_mtl
 from nss.rank import load_ranking
-from nss.runs import open_trained
-from nss.train import Session
+from nss.runs import evaluate_run
 
 
 def reevaluate(groundtruth: str, eval_clips: int) -> pd.DataFrame:
     """One row per finished retraining: test and validation Δ_MTL as recorded and on `eval_clips` clips."""
-    _, _, experiment = load_ranking(groundtruth)
+    _, space, experiment = load_ranking(groundtruth)
     rows = []
     for record_path in tqdm(sorted(experiment.trials.glob("*/trial.json")), desc="re-evaluating", unit="run"):
         record = json.loads(record_path.read_text())
         if record["status"] != "done":
             continue
-        session, _ = open_trained(record_path.parent, "cpu")
-        if session.config.data != "synthetic":
-            raise NSSError(f"{record_path.parent}: trained on {session.config.data}; only synthetic data can grow "
-                           "its evaluation splits")
-        spec = replace(Session.synthetic_spec(session.config), eval_clips=eval_clips)
         row = {"trial": record_path.parent.name, "architecture": record["settings"]["architecture"]}
         for split in ("val", "test"):
             row[split] = record["result"]["splits"][split]["delta_mtl"]
-            table = evaluate(session.network, session.space, open_dataset("synthetic", split, spec), session.device,
-                             session.config.batch_size)
+            table = evaluate_run(record_path.parent, split, device="cpu", write=False, eval_clips=eval_clips)
             row[f"{split}_{eval_clips}"] = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"),
-                                                     session.space.tasks)
+                                                     space.tasks)
         rows.append(row)
     return pd.DataFrame(rows)
 

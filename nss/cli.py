@@ -171,7 +171,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    table = evaluate_run(args.run, args.split, device=args.device, reference=args.reference)
+    table = evaluate_run(args.run, args.split, device=args.device, reference=args.reference,
+                         eval_clips=args.eval_clips)
     print(f"{args.run} on {args.split} ({table['checkpoint'].iloc[0]}), written to {Path(args.run) / 'eval.csv'}")
     overall = table[table["task"] == "all"]
     for task, rows in table[table["task"] != "all"].groupby("task", sort=False):
@@ -453,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--device", help="override the run's device")
     p.add_argument("--reference", metavar="RUN", help="also report Δ_MTL against this evaluated run (its eval.csv)")
+    p.add_argument("--eval-clips", type=int, metavar="CLIPS",
+                   help="synthetic data: measure on this many validation/test clips instead of the run's own")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="a run's network as ONNX, checked against PyTorch under ONNX Runtime")

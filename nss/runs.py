@@ -205,12 +205,18 @@ def delta_mtl_against(table: pd.DataFrame, reference: str | Path, tasks) -> floa
 
 
 def evaluate_run(run: str | Path, split: str = "test", *, device: str | None = None, write: bool = True,
-                 reference: str | Path | None = None) -> pd.DataFrame:
+                 reference: str | Path | None = None, eval_clips: int | None = None) -> pd.DataFrame:
     """Every metric of every head of a run's network (best.pt if there is one, else last.pt) on a split, and
     the trivial predictor's; written long form to `<run>/eval.csv` (with the split and checkpoint). With a
-    `reference` run, a last row (head "all", metric "delta_mtl") holds Δ_MTL against its eval.csv."""
+    `reference` run, a last row (head "all", metric "delta_mtl") holds Δ_MTL against its eval.csv. `eval_clips`
+    measures on that many synthetic validation/test clips instead of the run's own."""
     session, name = open_trained(run, device)
     config, folder = session.config, RunFolder(run)
+    if eval_clips is not None:
+        if config.data != "synthetic":
+            raise NSSError(f"--eval-clips: {run} was trained on {config.data}, whose splits are fixed; only "
+                           "synthetic data grows them")
+        config = replace(config, eval_clips=eval_clips).validate()
     data = open_dataset(config.data, split, Session.synthetic_spec(config))
     table = evaluate(session.network, session.space, data, session.device, config.batch_size)
     table.insert(0, "split", split)

@@ -1,4 +1,6 @@
 """Retraining with every balancer, augmentation that keeps labels consistent, evaluation and eval.csv."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,11 +10,13 @@ from torch.utils.data import default_collate
 
 import nss
 from nss.cli import main
-from nss.data import SyntheticDataset, SyntheticSpec, render_clip
+from nss.data import SyntheticDataset, SyntheticSpec, open_dataset, render_clip
 from nss.data.samples import make_sample
 from nss.data.augment import augment, flip
 from nss.evaluate import evaluate
 from nss.metrics import psnr
+from nss.runs import open_trained
+from nss.train import Session
 from search_spaces import Architecture, get_size, get_space
 from supernet import build_network, flow_from_homography, homography_from_offsets, warp
 
@@ -144,6 +148,16 @@ def test_retrain_and_evaluate_from_the_command_line(tmp_path, capsys):
     assert {"split", "checkpoint", "model", "head", "task", "scale", "metric", "value"} <= set(table)
     assert set(table[table.model == "network"]["head"]) == set(_one_head_per_task().heads)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["balancing"] == "atb"
+    # on more synthetic clips than the run's own (2): the same as evaluating the network on a 3-clip split by hand
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "test", "--eval-clips", "3"]) == 0
+    more = pd.read_csv(tmp_path / "run" / "eval.csv")
+    session, _ = open_trained(tmp_path / "run")
+    spec = replace(Session.synthetic_spec(session.config), eval_clips=3)
+    by_hand = evaluate(session.network, session.space, open_dataset("synthetic", "test", spec), session.device, 2)
+    np.testing.assert_allclose(more["value"], by_hand["value"], rtol=1e-6)
+    assert not np.allclose(more["value"], table["value"])
+    assert main(["evaluate", str(tmp_path / "run"), "--eval-clips", "0"]) == 1
+    assert "--eval-clips: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_delta_mtl_against_a_reference_run(tmp_path, capsys):
