@@ -18,27 +18,23 @@ from scipy import stats
 from tqdm import tqdm
 
 from nss.errors import NSSError
-from nss.evaluate import finest_per_task
-from nss.metrics import delta_mtl
+from nss.groundtruth import SPLITS
 from nss.rank import load_ranking
-from nss.runs import evaluate_run
+from nss.trials.jobs import evaluate_splits
 
 
 def reevaluate(groundtruth: str, eval_clips: int) -> pd.DataFrame:
     """One row per finished retraining: test and validation Δ_MTL as recorded and on `eval_clips` clips."""
-    _, space, experiment = load_ranking(groundtruth)
+    experiment = load_ranking(groundtruth)[2]
     rows = []
     for record_path in tqdm(sorted(experiment.trials.glob("*/trial.json")), desc="re-evaluating", unit="run"):
         record = json.loads(record_path.read_text())
         if record["status"] != "done":
             continue
-        row = {"trial": record_path.parent.name, "architecture": record["settings"]["architecture"]}
-        for split in ("val", "test"):
-            row[split] = record["result"]["splits"][split]["delta_mtl"]
-            table = evaluate_run(record_path.parent, split, device="cpu", write=False, eval_clips=eval_clips)
-            row[f"{split}_{eval_clips}"] = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"),
-                                                     space.tasks)
-        rows.append(row)
+        again = evaluate_splits(record_path.parent, list(SPLITS), eval_clips=eval_clips, write=False)
+        rows.append({"trial": record_path.parent.name, "architecture": record["settings"]["architecture"],
+                     **{split: record["result"]["splits"][split]["delta_mtl"] for split in SPLITS},
+                     **{f"{split}_{eval_clips}": again[split]["delta_mtl"] for split in SPLITS}})
     return pd.DataFrame(rows)
 
 

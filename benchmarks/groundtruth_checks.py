@@ -73,10 +73,9 @@ def retraining_scores(groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measured_ranking(groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
-    """The ground truth's finished architectures, test Δ_MTL the mean over their retrainings (on `eval_clips`
-    clips when given)."""
-    ranking = load_ranking(groundtruth)[0]
+def remeasured(ranking: pd.DataFrame, groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
+    """A ground truth's finished architectures, test Δ_MTL the mean over their retrainings measured again on
+    `eval_clips` clips (as recorded without)."""
     ranking = ranking[ranking["status"] == "done"]
     if not eval_clips:
         return ranking
@@ -208,13 +207,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    reference, space = measured_ranking(args.groundtruth, args.eval_clips), load_ranking(args.groundtruth)[1]
+    ranking, space, _ = load_ranking(args.groundtruth)
+    reference = remeasured(ranking, args.groundtruth, args.eval_clips)
     lines = [f"ground truth {args.groundtruth}: {len(reference)} architectures, test Δ_MTL on "
              + (f"{args.eval_clips} clips" if args.eval_clips else "the clips its trials were measured on"),
              size_line(reference)]
     for label, path in (("longer", args.longer), ("shorter", args.shorter), ("preset", args.preset)):
         if path:
-            table, line = agreement(reference, measured_ranking(path, args.eval_clips), label)
+            table, line = agreement(reference, remeasured(load_ranking(path)[0], path, args.eval_clips), label)
             table.to_csv(out / f"agreement_{label}.csv", index=False)
             lines.append(line)
     if args.seeds:

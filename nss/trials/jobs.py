@@ -48,18 +48,21 @@ def _search_job(trial: Trial, folder: Path) -> dict[str, Any]:
     return search_summary(_train(search, resolve_config(**trial.config), folder))
 
 
-def evaluate_splits(run: Path, splits: list[str]) -> dict[str, Any]:
+def evaluate_splits(run: Path, splits: list[str], *, eval_clips: int | None = None,
+                    write: bool = True) -> dict[str, Any]:
     """A retrained run on each split: the metrics of each task's finest head, the trivial predictor's, and Δ_MTL
-    against it; every split's table goes to the run's eval.csv."""
+    against it; every split's table goes to the run's eval.csv (unless not `write`). `eval_clips`: as
+    `evaluate_run`'s."""
     per_split, tables = {}, []
     tasks = SearchSpace.load(run / "space.json").tasks
     for split in splits:
-        table = evaluate_run(run, split, write=False)
+        table = evaluate_run(run, split, write=False, eval_clips=eval_clips)
         tables.append(table)
         ours, trivial = finest_per_task(table), finest_per_task(table, "baseline")
         per_split[split] = {"delta_mtl": delta_mtl(ours, trivial, tasks), "metrics": ours, "baseline": trivial}
-    eval_table = pd.concat(tables, ignore_index=True)
-    atomic_write(run / "eval.csv", lambda tmp: eval_table.to_csv(tmp, index=False))
+    if write:
+        eval_table = pd.concat(tables, ignore_index=True)
+        atomic_write(run / "eval.csv", lambda tmp: eval_table.to_csv(tmp, index=False))
     return per_split
 
 
