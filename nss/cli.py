@@ -551,8 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Enumerate the architectures of a space (all 2^k of its k searchable heads, or "
                                         "--sample N drawn uniformly with --seed, the full and the minimal network "
                                         "always in), retrain each from scratch with the same settings (--seeds: once "
-                                        "per seed), evaluate on validation and test, profile. Trials on Ray Tune; "
-                                        "OUT/ranking.csv and OUT/summary.txt.")
+                                        "per seed), evaluate on validation and test, profile. Trials on Ray Tune, a "
+                                        "whole seed before the next; OUT/ranking.csv and OUT/summary.txt, rewritten "
+                                        "as each trial ends (latency once they all have).")
     p.add_argument("--space", help="space preset or JSON file (default most_net_plus)")
     p.add_argument("--sample", type=int, help="retrain N architectures drawn uniformly (default: all)")
     p.add_argument("--seeds", type=_int_list, metavar="S[,S…]",

@@ -101,8 +101,9 @@ def ranking_table(experiment: Experiment, architectures: list[Architecture], see
     if not done.any():
         return table
     for cost, name in (("latency_ms", "pareto_latency"), ("params", "pareto_params")):
+        timed = done & table[cost].notna()  # (no latency until the trials are over)
         table[name] = False
-        table.loc[done, name] = pareto_mask(table.loc[done, cost], table.loc[done, "delta_mtl"])
+        table.loc[timed, name] = pareto_mask(table.loc[timed, cost], table.loc[timed, "delta_mtl"])
     scores = table.loc[done, "delta_mtl"]
     table.loc[done, "rank"] = scores.rank(ascending=False, method="min").astype(int)
     n = int(done.sum())
@@ -184,21 +185,39 @@ def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", 
     with ray_session(resources):
         if not resume:
             experiment.create(manifest)
-        for architecture in architectures:  # (again on resume: a kill may have come before they were all written)
-            save_architecture(experiment.path / "architectures" / f"{architecture.id}.json", architecture)
-        trials = [Trial(f"{a.id}-seed{seed}", "groundtruth",
-                        dict(manifest["base"], seed=seed,
-                             architecture=str(experiment.path / "architectures" / f"{a.id}.json")),
-                        {"architecture": a.id, "heads": ",".join(a.searchable_kept), "seed": seed},
-                        manifest["options"])
-                  for a in architectures for seed in manifest["seeds"]]
-        pending = [t for t in trials if experiment.record(t.name) is None]
-        run_trials(ListSource(pending), experiment, resources, progress=progress, describe=_describe)
+        pending = [t for t in groundtruth_trials(experiment, architectures) if experiment.record(t.name) is None]
+        publish = lambda *_: write_ranking(experiment, architectures, manifest["seeds"], known_latencies(experiment))
+        run_trials(ListSource(pending, on_complete=publish), experiment, resources, progress=progress,
+                   describe=_describe)
     latency = measure_latencies(experiment, architectures, RunConfig(**manifest["base"]), manifest["options"])
-    ranking = ranking_table(experiment, architectures, manifest["seeds"], latency)
+    return write_ranking(experiment, architectures, manifest["seeds"], latency)
+
+
+def write_ranking(experiment: Experiment, architectures: list[Architecture], seeds: Sequence[int],
+                  latency: dict[str, float]) -> pd.DataFrame:
+    """ranking.csv and summary.txt of the trials finished so far: rewritten as each one ends, so that a ground
+    truth of hours can be read (pandas, `nss rank`) while it runs; latencies come once the trials are over."""
+    ranking = ranking_table(experiment, architectures, seeds, latency)
     atomic_write(experiment.path / "ranking.csv", lambda tmp: ranking.to_csv(tmp, index=False))
-    atomic_write_text(experiment.path / "summary.txt", summary(ranking, the_space) + "\n")
+    atomic_write_text(experiment.path / "summary.txt", summary(ranking, architectures[0].space) + "\n")
     return ranking
+
+
+def groundtruth_trials(experiment: Experiment, architectures: list[Architecture]) -> list[Trial]:
+    """The trials of a ground truth's manifest in the order they run: a whole seed before the next, and in each
+    seed the minimal and the full network first, then the others in an order drawn with the base seed, so that a
+    ground truth stopped part way holds a uniform sample of the space at one seed. Each architecture's file is
+    written under OUT/architectures/ (again on resume: a kill may have come before they were all written)."""
+    manifest = experiment.manifest()
+    paths = {}
+    for architecture in architectures:
+        paths[architecture.id] = experiment.path / "architectures" / f"{architecture.id}.json"
+        save_architecture(paths[architecture.id], architecture)
+    ends, middle = [architectures[0], architectures[-1]], architectures[1:-1]
+    order = ends + [middle[i] for i in np.random.default_rng(manifest["base"]["seed"]).permutation(len(middle))]
+    return [Trial(f"{a.id}-seed{seed}", "groundtruth", dict(manifest["base"], seed=seed, architecture=str(paths[a.id])),
+                  {"architecture": a.id, "heads": ",".join(a.searchable_kept), "seed": seed}, manifest["options"])
+            for seed in manifest["seeds"] for a in order]
 
 
 def measure_latencies(experiment: Experiment, architectures: list[Architecture], base: RunConfig,
@@ -206,8 +225,7 @@ def measure_latencies(experiment: Experiment, architectures: list[Architecture],
     """Median batch-1 latency (ms) of every architecture, all timed in turns once the trials are over (none of
     them competing with a training for the machine); kept in latency.csv, so a resumed ground truth times only
     what it has not."""
-    path = experiment.path / "latency.csv"
-    known = dict(pd.read_csv(path, dtype={"architecture": str}).values) if path.is_file() else {}
+    known = known_latencies(experiment)
     missing = [a for a in architectures if a.id not in known]
     if missing:
         size, networks = network_size(base), {}
@@ -219,14 +237,22 @@ def measure_latencies(experiment: Experiment, architectures: list[Architecture],
                                   iters=options["iters"])
         known.update({name: 1e3 * float(np.median(t)) for name, t in times.items()})
         frame = pd.DataFrame(sorted(known.items()), columns=["architecture", "latency_ms"])
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+        atomic_write(experiment.path / "latency.csv", lambda tmp: frame.to_csv(tmp, index=False))
     return known
+
+
+def known_latencies(experiment: Experiment) -> dict[str, float]:
+    """Architecture id → latency (ms) of those already timed (latency.csv)."""
+    path = experiment.path / "latency.csv"
+    return dict(pd.read_csv(path, dtype={"architecture": str}).values) if path.is_file() else {}
 
 
 def summary(ranking: pd.DataFrame, space: SearchSpace) -> str:
     """A few lines on a ground truth: how many architectures, failures, noise floor, best, marginal values."""
     done = ranking[ranking["status"] == "done"]
-    lines = [f"{len(ranking)} architectures of {space.name}: {len(done)} retrained, {len(ranking) - len(done)} failed"]
+    not_run = int((ranking["status"] == "not run").sum())
+    lines = [f"{len(ranking)} architectures of {space.name}: {len(done)} retrained, "
+             f"{len(ranking) - len(done) - not_run} failed" + (f", {not_run} not run yet" if not_run else "")]
     if len(done):
         best = done.iloc[0]
         floor = noise_floor(ranking)

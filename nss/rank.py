@@ -82,7 +82,9 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
                         "pareto_latency": bool(found["pareto_latency"]), "pareto_params": bool(found["pareto_params"]),
                         "below_front": front_at(ranking, found["latency_ms"]) - float(found["delta_mtl"])})
         else:
-            row["note"] = "architecture not in the ground truth (a sample)"
+            listed = ranking.loc[ranking["architecture"] == architecture.id, "status"]
+            row["note"] = (f"architecture {listed.iloc[0]} in the ground truth" if len(listed)  # (running, failed)
+                           else "architecture not in the ground truth (a sample)")
         heads = [h for h in space.searchable if h in gates and not math.isnan(marginal[h])]
         if len(heads) >= 3:
             probabilities, values = [gates[h] for h in heads], [marginal[h] for h in heads]

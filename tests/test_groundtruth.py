@@ -16,7 +16,7 @@ import nss
 from nss import RunConfig
 from nss.cli import main
 from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
-                             marginal_values, ranking_table)
+                             groundtruth_trials, marginal_values, ranking_table)
 from nss.metrics import pareto_mask
 from nss.runfolder import RunFolder
 from nss.train import Session
@@ -61,6 +61,24 @@ def test_samples_cover_the_space_evenly():
 def test_a_sample_larger_than_the_space_is_refused():
     with pytest.raises(nss.NSSError, match="'most_net_plus' has 64 architectures"):
         enumerate_architectures(SPACE, 65)
+
+
+def test_trials_run_seed_by_seed_with_the_ends_first_and_a_stopped_one_holds_a_uniform_sample(tmp_path):
+    every = enumerate_architectures(SPACE)
+    experiment = Experiment(tmp_path / "gt", "groundtruth")
+    experiment.create({"base": RunConfig(seed=5).to_dict(), "seeds": [5, 7], "options": {"iters": 2}})
+    trials = groundtruth_trials(experiment, every)
+    assert [t.settings["seed"] for t in trials] == [5] * 64 + [7] * 64
+    first, second = [t.settings["architecture"] for t in trials[:64]], [t.settings["architecture"] for t in trials[64:]]
+    assert first == second and sorted(first) == sorted(a.id for a in every)
+    assert first[:2] == [every[0].id, every[-1].id] and first[2:] != [a.id for a in every[1:-1]]
+    assert all(Architecture.load(t.config["architecture"]).id == t.settings["architecture"]
+               and t.config["seed"] == t.settings["seed"] and t.options == {"iters": 2} for t in trials)
+    # the order drawn by the base seed: where a mask-order run would have reached only the low masks, the first
+    # 16 after the ends hold as many architectures with the last searchable head as without it (± sampling)
+    with_last = sum(SPACE.searchable[-1] in Architecture.load(t.config["architecture"]).heads for t in trials[2:18])
+    again = groundtruth_trials(experiment, every)  # a resumed ground truth runs them in the same order
+    assert 3 <= with_last <= 13 and [t.name for t in again] == [t.name for t in trials]
 
 
 def test_every_retraining_seed_shares_the_clips_and_is_measured_on_many_of_them():
@@ -190,6 +208,11 @@ def test_rank_of_search_runs_in_a_hand_made_ground_truth(tmp_path):
     assert row["spearman_rho"] == pytest.approx(1 - 6 * (d ** 2).sum() / (6 * (36 - 1)))
     # the same against scipy's
     assert row["kendall_tau"] == pytest.approx(stats.kendalltau(probabilities, measured).statistic)
+    # a ground truth still running: the search's pick not retrained yet is named so, not ranked
+    ranking.loc[ranking["architecture"] == arch.id, "status"] = "not run"
+    ranking.to_csv(experiment.path / "ranking.csv", index=False)
+    row = nss.rank(experiment.path, [search]).iloc[0]
+    assert row["note"] == "architecture not run in the ground truth" and "rank" not in row
     # a retraining is not a search run
     (search / "config.yaml").write_text("command: retrain\n")
     with pytest.raises(nss.NSSError, match="not a finished search run"):
@@ -244,13 +267,19 @@ def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path, r
                               env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while not list(out.glob("trials/*/trial.json")):
+    while not (out / "ranking.csv").is_file():  # written as soon as the first trial has ended
         assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
         assert time.monotonic() < deadline, "no trial ended"
         time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     finished = {p.parent.name: p.read_text() for p in out.glob("trials/*/trial.json")}
+    # the ranking of the trials that had ended, the others not run; no latency yet
+    partial = pd.read_csv(out / "ranking.csv", dtype={"architecture": str})
+    ranked = {f"{a}-seed0" for a in partial.loc[partial["status"] == "done", "architecture"]}
+    assert len(partial) == 4 and ranked and ranked <= set(finished) and partial["latency_ms"].isna().all()
+    assert set(partial["status"]) <= {"done", "not run"} and not partial["pareto_latency"].any()
+    assert "not run yet" in (out / "summary.txt").read_text() or len(ranked) == 4
     started = {p.parent.name: p.stat().st_ino for p in out.glob("trials/*/config.yaml")
                if p.parent.name not in finished}
     ranking = nss.groundtruth(out=out, resume=True, resources=Resources(workers=2), progress=False)

@@ -67,9 +67,12 @@ class TrialSource(Protocol):
 
 
 class ListSource:
-    def __init__(self, trials: list[Trial]):
+    """A fixed list of trials; `on_complete(trial, record)`, if given, is called as each one ends."""
+
+    def __init__(self, trials: list[Trial], on_complete: Callable[[Trial, dict[str, Any]], None] | None = None):
         self.pending = list(trials)
         self.total = len(trials)
+        self.on_complete = on_complete
 
     def __len__(self) -> int:
         return self.total
@@ -78,7 +81,8 @@ class ListSource:
         return self.pending.pop(0) if self.pending else None
 
     def complete(self, trial: Trial, record: dict[str, Any]) -> None:
-        pass
+        if self.on_complete:
+            self.on_complete(trial, record)
 
 
 def _reachable(address: str, timeout: float = 5.0) -> bool:
