@@ -257,7 +257,9 @@ def summary(ranking: pd.DataFrame, space: SearchSpace) -> str:
         best = done.iloc[0]
         floor = noise_floor(ranking)
         lines.append(f"best Δ_MTL {best['delta_mtl']:+.2f}% ({best['heads'] or 'fixed heads only'}); noise floor "
-                     + ("n/a (one seed)" if math.isnan(floor) else f"{floor:.2f} points"))
+                     + ("n/a (one seed)" if math.isnan(floor) else
+                        f"{floor:.2f} points (median over the {int((ranking['seeds_done'] >= 2).sum())} architectures "
+                        "with two seeds or more)"))
         marginal = marginal_values(ranking, space)
         lines.append("marginal value of each head (Δ_MTL points with − without): "
                      + ", ".join(f"{h} {v:+.2f}" for h, v in marginal.items()))

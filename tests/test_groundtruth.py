@@ -16,7 +16,7 @@ import nss
 from nss import RunConfig
 from nss.cli import main
 from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
-                             groundtruth_trials, marginal_values, ranking_table)
+                             groundtruth_trials, marginal_values, ranking_table, summary)
 from nss.metrics import pareto_mask
 from nss.runfolder import RunFolder
 from nss.train import Session
@@ -149,6 +149,14 @@ def test_ranking_columns_ranks_and_pareto_flags_on_a_hand_made_table(hand_made):
         assert table.loc[arch.id, "delta_mtl_vs_full"] == pytest.approx(by_hand)
     # the noise floor (√2 between two seeds) makes a 10-point gap a real one: only the best is tied with itself
     assert table["tied_with_best"].to_dict() == {a.id: a == archs[3] for a in archs}
+    # while a ground truth runs: one with no record yet is "not run"; no latency yet, so no front by latency
+    partial = ranking_table(experiment, archs + [enumerate_architectures(SPACE)[5]], [0, 1], {})
+    assert list(partial["status"]) == ["done"] * 4 + ["not run"] and not partial["pareto_latency"].any()
+    assert set(partial.loc[partial["pareto_params"], "architecture"]) == front
+    assert summary(partial, SPACE).splitlines()[:2] == [
+        "5 architectures of most_net_plus: 4 retrained, 0 failed, 1 not run yet",
+        "best Δ_MTL +40.00% (restoration@1,restoration@2,segmentation@1,segmentation@2,flow@1,flow@2); noise floor "
+        "1.41 points (median over the 4 architectures with two seeds or more)"]
 
 
 def test_pareto_mask_by_hand():
