@@ -136,15 +136,17 @@ def plateau_lines(groundtruth: Path) -> list[str]:
 
 def learning_curves(groundtruth: Path) -> pd.DataFrame:
     """Validation Δ_MTL and the finest flow head's EPE at every validation step of every retraining: when flow
-    leaves its plateaus, and whether the ranking still moves at the end of the budget."""
+    leaves its plateaus, and whether the ranking still moves at the end of the budget. Finished retrainings only
+    (those with an eval.csv): a ground truth may still be running."""
     rows = []
-    for validation in sorted(groundtruth.glob("trials/*/validation.csv")):
+    for evaluation in sorted(groundtruth.glob("trials/*/eval.csv")):
+        validation = evaluation.parent / "validation.csv"
         table = pd.read_csv(validation)
         flow = table[table["metric"] == "epe"].assign(scale=lambda t: t["head"].str.split("@").str[1].astype(int))
         finest = flow[flow["scale"] == flow["scale"].min()].set_index("step")["value"]
         overall = table[table["head"] == "all"].set_index("step")["value"]
-        evaluation = pd.read_csv(validation.parent / "eval.csv").query("split == 'val' and task == 'flow'")
-        zero = evaluation.loc[evaluation["model"] == "baseline", "value"].iloc[0]
+        flow_eval = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
+        zero = flow_eval.loc[flow_eval["model"] == "baseline", "value"].iloc[0]
         rows.append(pd.DataFrame({"groundtruth": groundtruth.name, "trial": validation.parent.name,
                                   "delta_mtl_val": overall, "flow_epe_val": finest, "flow_epe_zero_motion": zero})
                     .rename_axis("step"))
