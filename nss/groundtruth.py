@@ -4,6 +4,7 @@ a search is judged against (`nss rank`)."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -186,7 +187,14 @@ def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", 
         if not resume:
             experiment.create(manifest)
         pending = [t for t in groundtruth_trials(experiment, architectures) if experiment.record(t.name) is None]
-        publish = lambda *_: write_ranking(experiment, architectures, manifest["seeds"], known_latencies(experiment))
+
+        def publish(trial: Trial, record: dict[str, Any]) -> None:
+            """The ranking so far; one not written costs the trial nothing (the final one is written below)."""
+            try:
+                write_ranking(experiment, architectures, manifest["seeds"], known_latencies(experiment))
+            except Exception as err:  # noqa: BLE001 - a Tune callback's error would be taken for the trial's
+                warnings.warn(f"{experiment.path / 'ranking.csv'}: not rewritten after {trial.name} ({err})")
+
         run_trials(ListSource(pending, on_complete=publish), experiment, resources, progress=progress,
                    describe=_describe)
     latency = measure_latencies(experiment, architectures, RunConfig(**manifest["base"]), manifest["options"])
@@ -205,15 +213,16 @@ def write_ranking(experiment: Experiment, architectures: list[Architecture], see
 
 def groundtruth_trials(experiment: Experiment, architectures: list[Architecture]) -> list[Trial]:
     """The trials of a ground truth's manifest in the order they run: a whole seed before the next, and in each
-    seed the minimal and the full network first, then the others in an order drawn with the base seed, so that a
-    ground truth stopped part way holds a uniform sample of the space at one seed. Each architecture's file is
-    written under OUT/architectures/ (again on resume: a kill may have come before they were all written)."""
+    seed the minimal and the full network first, then the others in an order drawn with the base seed, so that
+    the trials a ground truth stopped part way had started are those two and a uniform draw of the others at one
+    seed. Each architecture's file is written under OUT/architectures/ (again on resume: a kill may have come
+    before they were all written)."""
     manifest = experiment.manifest()
     paths = {}
     for architecture in architectures:
         paths[architecture.id] = experiment.path / "architectures" / f"{architecture.id}.json"
         save_architecture(paths[architecture.id], architecture)
-    ends, middle = [architectures[0], architectures[-1]], architectures[1:-1]
+    ends, middle = architectures[:1] + architectures[1:][-1:], architectures[1:-1]  # (a space of one: one end)
     order = ends + [middle[i] for i in np.random.default_rng(manifest["base"]["seed"]).permutation(len(middle))]
     return [Trial(f"{a.id}-seed{seed}", "groundtruth", dict(manifest["base"], seed=seed, architecture=str(paths[a.id])),
                   {"architecture": a.id, "heads": ",".join(a.searchable_kept), "seed": seed}, manifest["options"])
@@ -250,14 +259,14 @@ def known_latencies(experiment: Experiment) -> dict[str, float]:
 def summary(ranking: pd.DataFrame, space: SearchSpace) -> str:
     """A few lines on a ground truth: how many architectures, failures, noise floor, best, marginal values."""
     done = ranking[ranking["status"] == "done"]
-    not_run = int((ranking["status"] == "not run").sum())
-    lines = [f"{len(ranking)} architectures of {space.name}: {len(done)} retrained, "
-             f"{len(ranking) - len(done) - not_run} failed" + (f", {not_run} not run yet" if not_run else "")]
+    failed, not_run = (int((ranking["status"] == status).sum()) for status in ("error", "not run"))
+    lines = [f"{len(ranking)} architectures of {space.name}: {len(done)} retrained, {failed} failed"
+             + (f", {not_run} not run yet" if not_run else "")]
     if len(done):
         best = done.iloc[0]
         floor = noise_floor(ranking)
         lines.append(f"best Δ_MTL {best['delta_mtl']:+.2f}% ({best['heads'] or 'fixed heads only'}); noise floor "
-                     + ("n/a (one seed)" if math.isnan(floor) else
+                     + ("n/a (no architecture with two seeds)" if math.isnan(floor) else
                         f"{floor:.2f} points (median over the {int((ranking['seeds_done'] >= 2).sum())} architectures "
                         "with two seeds or more)"))
         marginal = marginal_values(ranking, space)

@@ -83,7 +83,8 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
                         "below_front": front_at(ranking, found["latency_ms"]) - float(found["delta_mtl"])})
         else:
             listed = ranking.loc[ranking["architecture"] == architecture.id, "status"]
-            row["note"] = (f"architecture {listed.iloc[0]} in the ground truth" if len(listed)  # (running, failed)
+            standing = {"not run": "not retrained yet", "error": "failed"}
+            row["note"] = (f"architecture {standing[listed.iloc[0]]} in the ground truth" if len(listed)
                            else "architecture not in the ground truth (a sample)")
         heads = [h for h in space.searchable if h in gates and not math.isnan(marginal[h])]
         if len(heads) >= 3:

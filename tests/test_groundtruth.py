@@ -21,7 +21,7 @@ from nss.metrics import pareto_mask
 from nss.runfolder import RunFolder
 from nss.train import Session
 from nss.trials import Experiment, Resources, Trial, ray_session
-from search_spaces import Architecture, get_space
+from search_spaces import Architecture, SearchSpace, get_space
 
 from conftest import tiny_config
 
@@ -79,6 +79,8 @@ def test_trials_run_seed_by_seed_with_the_ends_first_and_a_stopped_one_holds_a_u
     with_last = sum(SPACE.searchable[-1] in Architecture.load(t.config["architecture"]).heads for t in trials[2:18])
     again = groundtruth_trials(experiment, every)  # a resumed ground truth runs them in the same order
     assert 3 <= with_last <= 13 and [t.name for t in again] == [t.name for t in trials]
+    lone = enumerate_architectures(SearchSpace.from_dict(dict(SPACE.to_dict(), name="lone", fixed=list(SPACE.heads))))
+    assert [t.name for t in groundtruth_trials(experiment, lone)] == [f"{lone[0].id}-seed5", f"{lone[0].id}-seed7"]
 
 
 def test_every_retraining_seed_shares_the_clips_and_is_measured_on_many_of_them():
@@ -127,7 +129,7 @@ def test_ranking_columns_ranks_and_pareto_flags_on_a_hand_made_table(hand_made):
     failed = table.loc[archs[4].id]
     assert failed["status"] == "error" and failed["message"] == "step 3: the loss of flow is nan"
     assert np.isnan(failed["rank"]) and not failed["pareto_latency"]
-    table, archs = table.drop(archs[4].id), archs[:4]
+    table, archs, failed_arch = table.drop(archs[4].id), archs[:4], archs[4]
     assert {"heads", "kept", "seeds_done", "restoration/psnr", "restoration/psnr_std", "segmentation/iou",
             "flow/epe", "delta_mtl", "delta_mtl_std", "delta_mtl_val", "delta_mtl_vs_full", "params", "flops",
             "latency_ms", "pareto_latency", "pareto_params", "rank", "percentile"} <= set(table.columns)
@@ -150,11 +152,11 @@ def test_ranking_columns_ranks_and_pareto_flags_on_a_hand_made_table(hand_made):
     # the noise floor (√2 between two seeds) makes a 10-point gap a real one: only the best is tied with itself
     assert table["tied_with_best"].to_dict() == {a.id: a == archs[3] for a in archs}
     # while a ground truth runs: one with no record yet is "not run"; no latency yet, so no front by latency
-    partial = ranking_table(experiment, archs + [enumerate_architectures(SPACE)[5]], [0, 1], {})
-    assert list(partial["status"]) == ["done"] * 4 + ["not run"] and not partial["pareto_latency"].any()
+    partial = ranking_table(experiment, [*archs, failed_arch, enumerate_architectures(SPACE)[5]], [0, 1], {})
+    assert list(partial["status"]) == ["done"] * 4 + ["error", "not run"] and not partial["pareto_latency"].any()
     assert set(partial.loc[partial["pareto_params"], "architecture"]) == front
     assert summary(partial, SPACE).splitlines()[:2] == [
-        "5 architectures of most_net_plus: 4 retrained, 0 failed, 1 not run yet",
+        "6 architectures of most_net_plus: 4 retrained, 1 failed, 1 not run yet",
         "best Δ_MTL +40.00% (restoration@1,restoration@2,segmentation@1,segmentation@2,flow@1,flow@2); noise floor "
         "1.41 points (median over the 4 architectures with two seeds or more)"]
 
@@ -220,7 +222,10 @@ def test_rank_of_search_runs_in_a_hand_made_ground_truth(tmp_path):
     ranking.loc[ranking["architecture"] == arch.id, "status"] = "not run"
     ranking.to_csv(experiment.path / "ranking.csv", index=False)
     row = nss.rank(experiment.path, [search]).iloc[0]
-    assert row["note"] == "architecture not run in the ground truth" and "rank" not in row
+    assert row["note"] == "architecture not retrained yet in the ground truth" and "rank" not in row
+    ranking.loc[ranking["architecture"] == arch.id, "status"] = "error"
+    ranking.to_csv(experiment.path / "ranking.csv", index=False)
+    assert nss.rank(experiment.path, [search]).iloc[0]["note"] == "architecture failed in the ground truth"
     # a retraining is not a search run
     (search / "config.yaml").write_text("command: retrain\n")
     with pytest.raises(nss.NSSError, match="not a finished search run"):
@@ -275,7 +280,7 @@ def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path, r
                               env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while not (out / "ranking.csv").is_file():  # written as soon as the first trial has ended
+    while not (out / "summary.txt").is_file():  # written (after ranking.csv) as soon as the first trial has ended
         assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
         assert time.monotonic() < deadline, "no trial ended"
         time.sleep(0.05)
@@ -287,7 +292,7 @@ def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path, r
     ranked = {f"{a}-seed0" for a in partial.loc[partial["status"] == "done", "architecture"]}
     assert len(partial) == 4 and ranked and ranked <= set(finished) and partial["latency_ms"].isna().all()
     assert set(partial["status"]) <= {"done", "not run"} and not partial["pareto_latency"].any()
-    assert "not run yet" in (out / "summary.txt").read_text() or len(ranked) == 4
+    assert len(ranked) == 4 or f"{4 - len(ranked)} not run yet" in (out / "summary.txt").read_text()
     started = {p.parent.name: p.stat().st_ino for p in out.glob("trials/*/config.yaml")
                if p.parent.name not in finished}
     ranking = nss.groundtruth(out=out, resume=True, resources=Resources(workers=2), progress=False)

@@ -186,13 +186,13 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
             record = json.loads(reported) if reported else experiment.record(trial.name)
             if record is None:  # its process died twice before it could write its record
                 record = experiment.write_error(trial, f"the trial's process failed ({error or 'no record written'})")
-            source.complete(trial, record)
             records.append(record)
             bar.update()
             if progress:
                 what = record["message"] or describe(record)
                 bar.write(f"[{bar.n}/{bar.total}] {trial.name}  {record['status']}"
                           f"{'  ' + what if what else ''}  ({record['wall_time_s']:.1f} s)")
+            source.complete(trial, record)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._finish(trial, None)
