@@ -167,7 +167,7 @@ def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
             ax.scatter([x], [y], marker="*", s=220, color="tab:orange", edgecolor="black", zorder=3)
             found_by = (group["label"].iloc[0] if len(group) == 1 else
                         f"{len(group)} searches: τ {_values(group['tau'])}, seed {_values(group['seed'])}")
-            ax.annotate(f"{found_by}: rank {group['rank'].iloc[0]}/{group['of'].iloc[0]}", (x, y), fontsize=8,
+            ax.annotate(f"{found_by}: rank {int(found['rank'].iloc[0])}/{len(done)}", (x, y), fontsize=8,
                         xytext=(6, -10), textcoords="offset points")
     ax.set(xlabel="median latency, batch 1 (ms)", ylabel="test Δ_MTL vs trivial predictor (%)",
            title=f"Ground truth: {len(done)} architectures (colour: searchable heads kept); ★ found by NSS")

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 import nss
+from analysis.experiments import plot_groundtruth
 from nss import RunConfig
 from nss.cli import main
 from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
@@ -218,6 +219,11 @@ def test_rank_of_search_runs_in_a_hand_made_ground_truth(tmp_path):
     assert row["spearman_rho"] == pytest.approx(1 - 6 * (d ** 2).sum() / (6 * (36 - 1)))
     # the same against scipy's
     assert row["kendall_tau"] == pytest.approx(stats.kendalltau(probabilities, measured).statistic)
+    # the figure labels a pick with its rank among the retrained, also while others are not run yet (no rank)
+    ranking.loc[(ranking["architecture"] != arch.id).idxmax(), ["status", "rank"]] = ["not run", np.nan]
+    ranking.to_csv(experiment.path / "ranking.csv", index=False)
+    picks = pd.DataFrame({"architecture": [arch.id], "label": ["tau5"], "tau": [5.0], "seed": [0]})
+    assert [t.get_text() for t in plot_groundtruth(experiment.path, picks).axes[0].texts] == ["tau5: rank 1/8"]
     # a ground truth still running: the search's pick not retrained yet is named so, not ranked
     ranking.loc[ranking["architecture"] == arch.id, "status"] = "not run"
     ranking.to_csv(experiment.path / "ranking.csv", index=False)
