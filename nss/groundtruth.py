@@ -109,9 +109,9 @@ def ranking_table(experiment: Experiment, architectures: list[Architecture], see
     table.loc[done, "rank"] = scores.rank(ascending=False, method="min").astype(int)
     n = int(done.sum())
     table.loc[done, "percentile"] = 100 * (n - table.loc[done, "rank"]) / max(n - 1, 1)
-    tie = tie_margin(table)
-    if not math.isnan(tie):
-        table["tied_with_best"] = done & (scores.max() - table["delta_mtl"] <= tie)
+    if not math.isnan(noise_floor(table)):  # each against the best, over the seeds each has (a ground truth may run)
+        margin = tie_margin(table, table["seeds_done"], table.loc[scores.idxmax(), "seeds_done"])
+        table["tied_with_best"] = done & (scores.max() - table["delta_mtl"] <= margin)
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
@@ -128,12 +128,13 @@ def noise_floor(ranking: pd.DataFrame) -> float:
     return float(spread[ranking["seeds_done"] >= 2].median())
 
 
-def tie_margin(ranking: pd.DataFrame, seeds: int | None = None) -> float:
-    """Two architectures whose mean Δ_MTL over `seeds` retrainings (default: the ranking's) differ by less than
-    twice the spread of a difference of two such means (noise floor · √(2/n)) are tied."""
-    floor = noise_floor(ranking)
-    seeds = seeds or ranking["seeds_done"].max()
-    return 2 * floor * math.sqrt(2 / seeds) if not math.isnan(floor) else float("nan")
+def tie_margin(ranking: pd.DataFrame, seeds: Any = None, against: Any = None) -> Any:
+    """Two architectures whose mean Δ_MTL over `seeds` and `against` retrainings (numbers or Series; default: the
+    ranking's most, `against` as `seeds`) differ by less than twice the spread of their difference (noise floor ·
+    √(1/seeds + 1/against)) are tied."""
+    seeds = ranking["seeds_done"].max() if seeds is None else seeds
+    against = seeds if against is None else against
+    return 2 * noise_floor(ranking) * np.sqrt(1 / seeds + 1 / against)
 
 
 def marginal_values(ranking: pd.DataFrame, space: SearchSpace, column: str = "delta_mtl") -> pd.Series:

@@ -17,7 +17,7 @@ from analysis.experiments import plot_groundtruth
 from nss import RunConfig
 from nss.cli import main
 from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
-                             groundtruth_trials, marginal_values, ranking_table, summary)
+                             groundtruth_trials, marginal_values, ranking_table, summary, tie_margin)
 from nss.metrics import pareto_mask
 from nss.runfolder import RunFolder
 from nss.train import Session
@@ -160,6 +160,22 @@ def test_ranking_columns_ranks_and_pareto_flags_on_a_hand_made_table(hand_made):
         "6 architectures of most_net_plus: 4 retrained, 1 failed, 1 not run yet",
         "best Δ_MTL +40.00% (restoration@1,restoration@2,segmentation@1,segmentation@2,flow@1,flow@2); noise floor "
         "1.41 points (median over the 4 architectures with two seeds or more)"]
+
+
+def test_ties_count_the_seeds_each_architecture_has_so_far(tmp_path):
+    """A ground truth part way through its second seed: the best has two retrainings (40 ± 1: floor √2), another
+    one so far (37). Their difference has spread floor·√(1/1 + 1/2), so 3 points are a tie (margin 3.46); had
+    both two seeds (margin 2·√2·√(2/2) = 2.83) they would not be."""
+    best, other = enumerate_architectures(SPACE)[:2]
+    experiment = Experiment(tmp_path / "gt", "groundtruth")
+    experiment.create({})
+    for name, delta in ((f"{best.id}-seed0", 39.0), (f"{best.id}-seed1", 41.0), (f"{other.id}-seed0", 37.0)):
+        experiment.trial_dir(name).mkdir(parents=True)
+        experiment.write_record(name, _record(delta, 1.0, 100, _metrics(20)))
+    table = ranking_table(experiment, [best, other], [0, 1], {}).set_index("architecture")
+    assert table["seeds_done"].to_dict() == {best.id: 2, other.id: 1}
+    assert tie_margin(table, 1, 2) == pytest.approx(2 * np.sqrt(2) * np.sqrt(1.5)) and tie_margin(table) < 3
+    assert table["tied_with_best"].to_dict() == {best.id: True, other.id: True}
 
 
 def test_pareto_mask_by_hand():
