@@ -9,7 +9,6 @@ on N clips. Per-retraining values go to OUT/eval_clips.csv.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -27,12 +26,9 @@ def reevaluate(groundtruth: str, eval_clips: int) -> pd.DataFrame:
     """One row per finished retraining: test and validation Δ_MTL as recorded and on `eval_clips` clips."""
     experiment = load_ranking(groundtruth)[2]
     rows = []
-    for record_path in tqdm(sorted(experiment.trials.glob("*/trial.json")), desc="re-evaluating", unit="run"):
-        record = json.loads(record_path.read_text())
-        if record["status"] != "done":
-            continue
-        again = evaluate_splits(record_path.parent, list(SPLITS), eval_clips=eval_clips, write=False)
-        rows.append({"trial": record_path.parent.name, "architecture": record["settings"]["architecture"],
+    for record in tqdm(experiment.finished(), desc="re-evaluating", unit="run"):
+        again = evaluate_splits(experiment.trial_dir(record["name"]), list(SPLITS), eval_clips=eval_clips, write=False)
+        rows.append({"trial": record["name"], "architecture": record["settings"]["architecture"],
                      **{split: record["result"]["splits"][split]["delta_mtl"] for split in SPLITS},
                      **{f"{split}_{eval_clips}": again[split]["delta_mtl"] for split in SPLITS}})
     return pd.DataFrame(rows)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -63,14 +62,9 @@ def retraining_scores(groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
     if eval_clips:
         table = reevaluate(groundtruth, eval_clips)
         return table.assign(delta_mtl=table[f"test_{eval_clips}"])[["architecture", "trial", "delta_mtl"]]
-    _, _, experiment = load_ranking(groundtruth)
-    rows = []
-    for path in sorted(experiment.trials.glob("*/trial.json")):
-        record = json.loads(path.read_text())
-        if record["status"] == "done" and math.isfinite(record["result"]["delta_mtl"]):
-            rows.append({"architecture": record["settings"]["architecture"], "trial": path.parent.name,
-                         "delta_mtl": record["result"]["delta_mtl"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"architecture": r["settings"]["architecture"], "trial": r["name"],
+                          "delta_mtl": r["result"]["delta_mtl"]}
+                         for r in load_ranking(groundtruth)[2].finished() if math.isfinite(r["result"]["delta_mtl"])])
 
 
 def remeasured(ranking: pd.DataFrame, groundtruth: str, eval_clips: int | None) -> pd.DataFrame:
@@ -117,40 +111,39 @@ def noise_lines(seeds: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     return lines
 
 
-def plateau_lines(groundtruth: Path) -> list[str]:
-    """How many retrainings ended with flow still on the zero-motion plateau: validation EPE of the finest flow
-    head (best.pt) within 5% of the EPE of predicting no motion."""
-    stuck, runs = [], 0
-    for evaluation in sorted(groundtruth.glob("trials/*/eval.csv")):
-        flow = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
-        if flow.empty:
-            continue
-        runs += 1
-        zero = flow.loc[flow["model"] == "baseline", "value"].iloc[0]
-        learned = flow[flow["model"] == "network"].sort_values("scale")["value"].iloc[0]
-        if learned > 0.95 * zero:
-            stuck.append(evaluation.parent.name)
-    return [f"flow plateau ({groundtruth}): {len(stuck)} of {runs} retrainings ended within 5% of the zero-motion "
-            "EPE on validation" + (f" ({', '.join(stuck)})" if stuck else "")]
+CURVE_COLUMNS = ["step", "groundtruth", "trial", "delta_mtl_val", "flow_epe_val", "flow_epe_zero_motion",
+                 "flow_epe_best"]
 
 
 def learning_curves(groundtruth: Path) -> pd.DataFrame:
-    """Validation Δ_MTL and the finest flow head's EPE at every validation step of every retraining: when flow
-    leaves its plateaus, and whether the ranking still moves at the end of the budget. Finished retrainings only
-    (those with an eval.csv): a ground truth may still be running."""
+    """Validation Δ_MTL and the finest flow head's EPE at every validation step of every retraining, beside the
+    EPE of predicting no motion and the finest flow head's on its best checkpoint (eval.csv): when flow leaves its
+    plateaus, and whether the ranking still moves at the end of the budget. Finished retrainings only (those with
+    an eval.csv: a ground truth may still be running), and only those with a flow head."""
     rows = []
     for evaluation in sorted(groundtruth.glob("trials/*/eval.csv")):
-        validation = evaluation.parent / "validation.csv"
-        table = pd.read_csv(validation)
+        flow_eval = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
+        if flow_eval.empty:
+            continue
+        table = pd.read_csv(evaluation.parent / "validation.csv")
         flow = table[table["metric"] == "epe"].assign(scale=lambda t: t["head"].str.split("@").str[1].astype(int))
         finest = flow[flow["scale"] == flow["scale"].min()].set_index("step")["value"]
         overall = table[table["head"] == "all"].set_index("step")["value"]
-        flow_eval = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
         zero = flow_eval.loc[flow_eval["model"] == "baseline", "value"].iloc[0]
-        rows.append(pd.DataFrame({"groundtruth": groundtruth.name, "trial": validation.parent.name,
-                                  "delta_mtl_val": overall, "flow_epe_val": finest, "flow_epe_zero_motion": zero})
-                    .rename_axis("step"))
-    return pd.concat(rows).reset_index() if rows else pd.DataFrame()
+        best = flow_eval[flow_eval["model"] == "network"].sort_values("scale")["value"].iloc[0]
+        rows.append(pd.DataFrame({"groundtruth": groundtruth.name, "trial": evaluation.parent.name,
+                                  "delta_mtl_val": overall, "flow_epe_val": finest, "flow_epe_zero_motion": zero,
+                                  "flow_epe_best": best}).rename_axis("step").reset_index())
+    return pd.concat(rows)[CURVE_COLUMNS] if rows else pd.DataFrame(columns=CURVE_COLUMNS)
+
+
+def plateau_line(curves: pd.DataFrame, groundtruth: str) -> str:
+    """How many retrainings ended with flow still on the zero-motion plateau: validation EPE of the finest flow
+    head (best.pt) within 5% of the EPE of predicting no motion."""
+    ends = curves.groupby("trial")[["flow_epe_best", "flow_epe_zero_motion"]].first()
+    stuck = ends.index[ends["flow_epe_best"] > 0.95 * ends["flow_epe_zero_motion"]]
+    return (f"flow plateau ({groundtruth}): {len(stuck)} of {len(ends)} retrainings ended within 5% of the "
+            "zero-motion EPE on validation" + (f" ({', '.join(stuck)})" if len(stuck) else ""))
 
 
 def second_drop_line(curves: pd.DataFrame, groundtruth: str) -> str:
@@ -224,7 +217,7 @@ def main() -> None:
     paths = dict.fromkeys(filter(None, (args.groundtruth, args.longer, args.shorter, args.preset, *(args.seeds or ()))))
     curves = {path: learning_curves(Path(path)) for path in paths}
     for path in paths:
-        lines += plateau_lines(Path(path)) + [second_drop_line(curves[path], path)]
+        lines += [plateau_line(curves[path], path), second_drop_line(curves[path], path)]
     pd.concat(curves.values()).to_csv(out / "curves.csv", index=False)
     table, choice_lines = scale_choices(reference, space)
     table.to_csv(out / "scale_choices.csv", index=False)

@@ -109,8 +109,9 @@ def ranking_table(experiment: Experiment, architectures: list[Architecture], see
     table.loc[done, "rank"] = scores.rank(ascending=False, method="min").astype(int)
     n = int(done.sum())
     table.loc[done, "percentile"] = 100 * (n - table.loc[done, "rank"]) / max(n - 1, 1)
-    if not math.isnan(noise_floor(table)):  # each against the best, over the seeds each has (a ground truth may run)
-        margin = tie_margin(table, table["seeds_done"], table.loc[scores.idxmax(), "seeds_done"])
+    # each against the best, over the seeds each has so far (NaN margins: a single seed tells no noise)
+    margin = tie_margin(table, table["seeds_done"], table.loc[scores.idxmax(), "seeds_done"])
+    if margin.notna().any():
         table["tied_with_best"] = done & (scores.max() - table["delta_mtl"] <= margin)
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
 

@@ -126,6 +126,8 @@ def hand_made(tmp_path):
 
 def test_ranking_columns_ranks_and_pareto_flags_on_a_hand_made_table(hand_made):
     experiment, archs, chosen, latency = hand_made
+    # the finished records are the done ones, not the failing architecture's
+    assert [r["name"] for r in experiment.finished()] == sorted(f"{a.id}-seed{s}" for a in chosen for s in (0, 1))
     table = ranking_table(experiment, archs, [0, 1], latency).set_index("architecture")
     failed = table.loc[archs[4].id]
     assert failed["status"] == "error" and failed["message"] == "step 3: the loss of flow is nan"

@@ -73,6 +73,12 @@ class Experiment:
         path = self.trial_dir(name) / RECORD
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def finished(self) -> list[dict[str, Any]]:
+        """The records of the trials that ended done, in the order of their names (`name`: the trial's folder)."""
+        records = (dict(json.loads(path.read_text()), name=path.parent.name)
+                   for path in sorted(self.trials.glob(f"*/{RECORD}")))
+        return [record for record in records if record["status"] == "done"]
+
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         atomic_write_text(self.trial_dir(name) / RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
