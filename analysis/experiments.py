@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nss.metrics import pareto_mask
-from nss.trials import is_experiment
+from nss.evaluation.metrics import pareto_mask
+from nss.experiments.experiment import is_experiment
+from nss.runs.folder import RunFolder
 
 from .figures import draw_latency_plane
 from .tables import Runs, architecture_table, run_config, run_label
@@ -108,7 +109,7 @@ def optuna_figures(experiment: str | Path) -> dict[str, Figure]:
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from nss.tune import STUDY_NAME
+    from nss.experiments import STUDY_NAME
     study = optuna.load_study(storage=f"sqlite:///{Path(experiment) / 'study.db'}", study_name=STUDY_NAME)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2:
@@ -132,9 +133,9 @@ def optuna_figures(experiment: str | Path) -> dict[str, Figure]:
 def search_picks(groundtruth: str | Path, runs: Runs) -> pd.DataFrame:
     """The search runs among `runs`, where their architectures stand in the ground truth (nss.rank), with a label
     saying τ and seed."""
-    from nss.rank import rank
+    from nss.experiments.rank import rank
     searches = [Path(r) for r in runs if run_config(r).get("command") == "search"
-                and (Path(r) / "architecture.json").is_file()]
+                and (Path(r) / RunFolder.ARCHITECTURE).is_file()]
     if not searches:
         return pd.DataFrame(columns=["run", "architecture", "rank", "of", "percentile", "delta_mtl", "label"])
     with tempfile.TemporaryDirectory() as folder:
@@ -152,7 +153,7 @@ def _values(column: pd.Series) -> str:
 def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
     """Every ground-truth architecture on the latency / Δ_MTL plane with its Pareto front; the architectures the
     searches found (`search_picks`) marked and labelled."""
-    from nss.rank import load_ranking
+    from nss.experiments.rank import load_ranking
     ranking = load_ranking(groundtruth)[0]
     done = ranking[ranking["status"] == "done"]
     fig = Figure(figsize=(8, 5.5), layout="constrained")
@@ -178,13 +179,13 @@ def plot_groundtruth(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
 def plot_marginal_values(groundtruth: str | Path, runs: Runs) -> Figure:
     """Each searchable head's measured marginal value (mean Δ_MTL with it − without it) beside the final gate
     on-probability the searches gave it (mean and range over the searches)."""
-    from nss.groundtruth import marginal_values
-    from nss.rank import load_ranking
+    from nss.experiments.groundtruth import marginal_values
+    from nss.experiments.rank import load_ranking
     ranking, space, _ = load_ranking(groundtruth)
     marginal = marginal_values(ranking, space)
-    gates = pd.DataFrame([json.loads((Path(r) / "architecture.json").read_text()).get("gates", {})
+    gates = pd.DataFrame([json.loads((Path(r) / RunFolder.ARCHITECTURE).read_text()).get("gates", {})
                           for r in runs if run_config(r).get("command") == "search"
-                          and (Path(r) / "architecture.json").is_file()])
+                          and (Path(r) / RunFolder.ARCHITECTURE).is_file()])
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(marginal))
@@ -206,7 +207,7 @@ def plot_marginal_values(groundtruth: str | Path, runs: Runs) -> Figure:
 
 def plot_delta_distribution(groundtruth: str | Path, picks: pd.DataFrame) -> Figure:
     """The distribution of Δ_MTL over the space, with the percentile of each architecture a search found."""
-    from nss.rank import load_ranking
+    from nss.experiments.rank import load_ranking
     done = load_ranking(groundtruth)[0].query("status == 'done'")
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()

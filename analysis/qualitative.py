@@ -9,12 +9,11 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.data import default_collate
 
-from nss.data import open_dataset
-from nss.evaluate import as_prediction
-from nss.objective import to_full_resolution
-from nss.runs import open_trained
-from nss.train import Session
-from nss.visualize import flow_to_colour
+from nss.data import open_split
+from nss.data.visualize import flow_to_colour
+from nss.evaluation.evaluate import as_prediction
+from nss.model.outputs import to_full_resolution
+from nss.runs.trained import TrainedModel
 from search_spaces import parse_head
 from supernet import motion_to_flow
 
@@ -38,9 +37,9 @@ def _picture(kind: str, value: torch.Tensor, height: int, width: int, radius: fl
 
 def plot_outputs(run: str | Path, frames: int = 3) -> Figure:
     """Rows: (frame, task); columns: the input frame, the ground truth, then the task's heads coarse to fine."""
-    session, checkpoint = open_trained(run, device="cpu")
-    network, space = session.network.eval(), session.space
-    data = open_dataset(session.config.data, "val", Session.synthetic_spec(session.config))
+    model = TrainedModel.load(run, device="cpu")
+    network, space, checkpoint = model.network, model.space, model.checkpoint
+    data = open_split(model.config, "val")
     picked = np.linspace(0, len(data) - 1, min(frames, len(data))).round().astype(int)
     batch = default_collate([data[int(i)] for i in picked])
     with torch.no_grad():

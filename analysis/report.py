@@ -9,8 +9,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nss.experiments.experiment import is_experiment
+from nss.errors import DataError
 from nss.io import staged_directory
-from nss.trials import is_experiment
+from nss.runs.folder import RunFolder
 from search_spaces import Architecture
 
 from . import experiments, figures, qualitative, tables
@@ -88,12 +90,9 @@ def build_report(paths: Runs, out: str | Path, force: bool = False) -> Path:
             lines += _tune_sections(folder, experiment) if kind == "tune" else \
                 _groundtruth_sections(folder, experiment, runs) if kind == "groundtruth" else []
         for run in map(Path, paths):  # per run given directly (an experiment's trials have the frequency)
-            if not is_experiment(run) and (run / "checkpoints" / "last.pt").is_file():
-                lines += _section(folder, f"outputs_{run_label(run)}", qualitative.plot_outputs(run), None,
-                                  f"What each scale of {run_label(run)} adds: every head's output on a few validation "
-                                  "frames, at full resolution, next to the ground truth (flows and the flows "
-                                  "homographies imply in the Middlebury colour wheel).")
-            arch_path = run / "architecture.json"
+            if not is_experiment(run) and (RunFolder(run).checkpoints / RunFolder.LAST).is_file():
+                lines += _outputs_section(folder, run)
+            arch_path = run / RunFolder.ARCHITECTURE
             if arch_path.is_file():
                 data = json.loads(arch_path.read_text())
                 figure = figures.plot_architecture(Architecture.from_dict(data), data.get("gates"))
@@ -103,6 +102,19 @@ def build_report(paths: Runs, out: str | Path, force: bool = False) -> Path:
                           f"![architecture](architecture_{run_label(run)}.png)", ""]
         (folder / "report.md").write_text("\n".join(lines))
     return Path(out)
+
+
+def _outputs_section(folder: Path, run: Path) -> list[str]:
+    """A run's outputs on a few validation frames of its data (said so where that data is not here)."""
+    title = f"outputs_{run_label(run)}"
+    try:
+        figure = qualitative.plot_outputs(run)
+    except DataError as err:  # e.g. a run whose data folder has moved: the rest of the report stands
+        return [f"## {title.replace('_', ' ')}", "", f"_No outputs figure: {err}._", ""]
+    return _section(folder, title, figure, None,
+                    f"What each scale of {run_label(run)} adds: every head's output on a few validation frames, at "
+                    "full resolution, next to the ground truth (flows and the flows homographies imply in the "
+                    "Middlebury colour wheel).")
 
 
 def _section(folder: Path, name: str, figure: Figure, table: pd.DataFrame | None, sentence: str) -> list[str]:

@@ -9,16 +9,16 @@ import pandas as pd
 import yaml
 
 from nss.errors import NSSError
-from nss.evaluate import finest_per_task
-from nss.metrics import pareto_mask
-from nss.metrics import delta_mtl
+from nss.evaluation.evaluate import finest_per_task
+from nss.evaluation.metrics import delta_mtl, pareto_mask
+from nss.runs.folder import RunFolder
 from search_spaces import Architecture, SearchSpace, parse_head
 
 Runs = Iterable[str | Path]
 
 
 def run_config(run: str | Path) -> dict:
-    path = Path(run) / "config.yaml"
+    path = Path(run) / RunFolder.CONFIG
     if not path.is_file():
         raise NSSError(f"{run}: not a run folder (no config.yaml)")
     return yaml.safe_load(path.read_text())
@@ -54,7 +54,7 @@ def _as_list(runs: Runs | str | Path) -> list:
 # -- gradient conflicts ------------------------------------------------------------------------------------------
 def conflict_table(runs: Runs | str | Path) -> pd.DataFrame:
     """conflicts.csv of the runs, with `conflict` = cosine < 0 (Yu et al. 2020)."""
-    table = _read(_as_list(runs), "conflicts.csv")
+    table = _read(_as_list(runs), RunFolder.CONFLICTS)
     if len(table):
         table["conflict"] = table["cosine"] < 0
     return table
@@ -99,7 +99,7 @@ def group_conflict_rates(runs: Runs | str | Path) -> pd.DataFrame:
 def gate_table(runs: Runs | str | Path) -> pd.DataFrame:
     """gates.csv (on-probability and logit per head and step) joined with deltas.csv (mean |Δ|)."""
     runs = _as_list(runs)
-    gates, deltas = _read(runs, "gates.csv"), _read(runs, "deltas.csv")
+    gates, deltas = _read(runs, RunFolder.GATES), _read(runs, RunFolder.DELTAS)
     if not len(gates):
         return pd.DataFrame(columns=["run", "phase", "step", "head", "prob", "delta"])
     deltas = deltas.rename(columns={"value": "delta"})[["run", "phase", "step", "head", "delta"]]
@@ -110,7 +110,7 @@ def architecture_table(runs: Runs | str | Path) -> pd.DataFrame:
     """Per search run and head: τ, kept, on-probability (fixed heads have none) from architecture.json."""
     rows = []
     for run in _as_list(runs):
-        path = Path(run) / "architecture.json"
+        path = Path(run) / RunFolder.ARCHITECTURE
         if run_config(run).get("command") != "search" or not path.is_file():
             continue
         data = json.loads(path.read_text())
@@ -127,11 +127,11 @@ def architecture_table(runs: Runs | str | Path) -> pd.DataFrame:
 def scale_gain_table(runs: Runs | str | Path) -> pd.DataFrame:
     """Every metric of every head at every scale (eval.csv), with `network`: supernet or derived."""
     runs = _as_list(runs)
-    table = _read(runs, "eval.csv")
+    table = _read(runs, RunFolder.EVAL)
     if not len(table):
         return pd.DataFrame(columns=["run", "network", "task", "scale", "metric", "value"])
     kinds = {run_label(r): ("derived" if run_config(r).get("command") == "retrain" and
-                            len(Architecture.load(Path(r) / "architecture.json").dropped) else "supernet")
+                            len(Architecture.load(Path(r) / RunFolder.ARCHITECTURE).dropped) else "supernet")
              for r in runs}
     table = table[(table["model"] == "network") & (table["task"] != "all")].copy()
     table.insert(1, "network", table["run"].map(kinds))
@@ -141,7 +141,7 @@ def scale_gain_table(runs: Runs | str | Path) -> pd.DataFrame:
 def validation_table(runs: Runs | str | Path) -> pd.DataFrame:
     """validation.csv of retraining runs with their task balancing: the curves of Fig. 6.9."""
     runs = _as_list(runs)
-    table = _read(runs, "validation.csv")
+    table = _read(runs, RunFolder.VALIDATION)
     if len(table):
         balancing = {run_label(r): run_config(r).get("balancing") for r in runs}
         table.insert(1, "balancing", table["run"].map(balancing))
@@ -153,12 +153,12 @@ def pareto_table(runs: Runs | str | Path) -> pd.DataFrame:
     finest head against the trivial predictor; `pareto` marks runs no other run beats on both latency and Δ_MTL."""
     rows = []
     for run in _as_list(runs):
-        profile_path, eval_path = Path(run) / "profile.json", Path(run) / "eval.csv"
+        profile_path, eval_path = Path(run) / RunFolder.PROFILE, Path(run) / RunFolder.EVAL
         if not (profile_path.is_file() and eval_path.is_file()):
             continue
         profile, table = json.loads(profile_path.read_text()), pd.read_csv(eval_path)
         table = table[table["task"] != "all"]
-        space = SearchSpace.load(Path(run) / "space.json")
+        space = SearchSpace.load(Path(run) / RunFolder.SPACE)
         score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), space.tasks)
         rows.append({"run": run_label(run), "latency_ms": profile["latency_ms"]["median"],
                      "backend": profile["backend"], "device": profile["device"], "params": profile["params"],

@@ -9,13 +9,15 @@ from typing import Callable
 import torch
 from torch.utils.data import default_collate
 
+from nss.config import RunConfig
 from nss.data import SyntheticDataset, SyntheticSpec
-from nss.gates import Gates
-from nss.profile import time_interleaved
-from nss.steps import batch_to
-from nss.train import resolve_device
-from search_spaces import SearchSpace, get_size, get_space
-from supernet import MostNet, build_network
+from nss.deploy.profile import time_interleaved
+from nss.device import resolve_device
+from nss.model.costs import reference_network
+from nss.model.step import batch_to
+from nss.scale_search.objective import SearchObjective
+from search_spaces import SearchSpace, get_space
+from supernet import MostNet
 
 
 def step_benchmark_parser(description: str) -> argparse.ArgumentParser:
@@ -33,25 +35,25 @@ def step_benchmark_parser(description: str) -> argparse.ArgumentParser:
 class Setup:
     space: SearchSpace
     network: MostNet
-    gates: Gates
+    objective: SearchObjective  # the default search's, its gates on the device
     batch: dict
     device: torch.device
     description: str
 
 
 def set_up(args: argparse.Namespace) -> Setup:
-    """The supernet, its gates and one synthetic batch, all on the chosen device."""
+    """The supernet, the default search objective and one synthetic batch, all on the chosen device."""
     device = resolve_device(args.device)
     height, width = (int(v) for v in args.frame_size.split("x"))
     space = get_space(args.space)
-    torch.manual_seed(0)
-    network = build_network(space, get_size(args.network)).to(device)
-    gates = Gates(space.searchable).to(device)
+    network = reference_network(space, args.network).to(device)
+    objective = SearchObjective.from_config(RunConfig(), space)
+    objective.gates.to(device)
     data = SyntheticDataset(SyntheticSpec(clips=2, frames=args.batch_size + 1, height=height, width=width), "train")
     batch = batch_to(default_collate([data[i] for i in range(args.batch_size)]), device)
     description = (f"device {device}, network {args.network}, {args.batch_size}×{height}×{width}, "
                    f"{args.iters} steps each")
-    return Setup(space, network, gates, batch, device, description)
+    return Setup(space, network, objective, batch, device, description)
 
 
 def median_ms(steps: dict[str, Callable[[], None]], iters: int, device: torch.device) -> dict[str, float]:

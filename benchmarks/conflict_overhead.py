@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import torch
 
-from common import median_ms, set_up, step_benchmark_parser
-from nss.balancing import make as make_balancer
 from nss.config import RunConfig
-from nss.conflicts import backward_per_task, conflict_rows
-from nss.steps import search_loss, supervised_loss
+from nss.model.step import supervised_loss
+from nss.training.balancing import make as make_balancer
+from nss.training.conflicts import backward_per_task, conflict_rows
+
+from common import median_ms, set_up, step_benchmark_parser
 
 
 def main() -> None:
     args = step_benchmark_parser(__doc__.splitlines()[0]).parse_args()
     s = set_up(args)
-    optimizer = torch.optim.Adam(list(s.network.parameters()) + list(s.gates.parameters()), lr=1e-4)
+    optimizer = torch.optim.Adam(list(s.network.parameters()) + list(s.objective.gates.parameters()), lr=1e-4)
     balancer = make_balancer("ls", s.space.tasks)
-    named = list(s.network.named_parameters()) + [("gates.logits", s.gates.logits)]
+    named = list(s.network.named_parameters()) + [("gates.logits", s.objective.gates.logits)]
     network_names = {n for n, _ in s.network.named_parameters()}
     losses = {
         "pretrain": lambda: supervised_loss(s.space, s.network, s.batch, balancer),
-        "search": lambda: search_loss(s.space, s.network, s.gates, s.batch, tau=5.0, hard=False, sparsity=1e-4,
-                                      sparsity_kind="log"),
+        "search": lambda: s.objective.loss(s.network, s.batch),
     }
 
     def plain(phase: str) -> None:

@@ -17,9 +17,9 @@ from scipy import stats
 from tqdm import tqdm
 
 from nss.errors import NSSError
-from nss.groundtruth import SPLITS
-from nss.rank import load_ranking
-from nss.trials.jobs import evaluate_splits
+from nss.evaluation.runs import evaluate_splits
+from nss.experiments.groundtruth import SPLITS
+from nss.experiments.rank import load_ranking
 
 
 def reevaluate(groundtruth: str, eval_clips: int) -> pd.DataFrame:

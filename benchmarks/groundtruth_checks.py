@@ -33,8 +33,9 @@ from eval_noise import reevaluate
 from scipy import stats
 
 from nss.errors import NSSError
-from nss.groundtruth import noise_floor, tie_margin
-from nss.rank import load_ranking
+from nss.experiments.groundtruth import noise_floor, tie_margin
+from nss.experiments.rank import load_ranking
+from nss.runs.folder import RunFolder
 from search_spaces import SearchSpace, parse_head
 
 
@@ -125,7 +126,7 @@ def learning_curves(groundtruth: Path) -> pd.DataFrame:
         flow_eval = pd.read_csv(evaluation).query("split == 'val' and task == 'flow'")
         if flow_eval.empty:
             continue
-        table = pd.read_csv(evaluation.parent / "validation.csv")
+        table = pd.read_csv(evaluation.parent / RunFolder.VALIDATION)
         flow = table[table["metric"] == "epe"].assign(scale=lambda t: t["head"].str.split("@").str[1].astype(int))
         finest = flow[flow["scale"] == flow["scale"].min()].set_index("step")["value"]
         overall = table[table["head"] == "all"].set_index("step")["value"]

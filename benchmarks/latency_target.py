@@ -21,10 +21,12 @@ import pandas as pd
 import torch
 
 import nss
-from nss.evaluate import finest_per_task
-from nss.latency import CostTable, measure_cost_table
-from nss.metrics import delta_mtl
-from nss.profile import interleaved_times
+from nss.deploy.cost_table import measure_cost_table
+from nss.deploy.profile import interleaved_times
+from nss.evaluation.evaluate import finest_per_task
+from nss.evaluation.metrics import delta_mtl
+from nss.runs.folder import RunFolder
+from nss.scale_search.latency import CostTable
 from search_spaces import get_size, get_space
 from supernet import build_network
 
@@ -71,7 +73,7 @@ def main() -> None:
 
     rows = []
     for name, result in searches.items():
-        run = nss.retrain(replace(base, architecture=str(result.run_dir / "architecture.json")),
+        run = nss.retrain(replace(base, architecture=str(result.run_dir / RunFolder.ARCHITECTURE)),
                           out=out / f"retrain-{name}", force=True)
         evaluation = nss.evaluate_run(run, "val")
         rows.append({"search": name, "target_ms": targets.get(name),

@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 
 import nss
-from nss.runfolder import RunFolder
-from nss.train import Session, Trainer
+from nss.runs.folder import RunFolder
+from nss.training.api import COMMANDS
+from nss.training.session import Session
+from nss.training.trainer import Trainer
 
 
 def bytes_per_row(steps: int, every: int, folder: Path) -> tuple[float, int]:
@@ -21,7 +23,7 @@ def bytes_per_row(steps: int, every: int, folder: Path) -> tuple[float, int]:
                                 conflicts_every=every, device="cpu")
     session = Session.open(config)
     trainer = Trainer(session, RunFolder(folder).create(force=True), progress=False)
-    trainer.run_phases(("pretrain", "search"))
+    trainer.run_phases(COMMANDS["search"](session))
     tables = trainer.run.tables.values()
     rows = sum(t.rows_written for t in tables)
     return sum(t.bytes_written for t in tables) / rows, rows

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from nss.costs import PAPER_NETWORKS, count_flops, count_parameters
-from nss.profile import backend_runs, resolve_backend, time_interleaved
-from nss.train import resolve_device
+from nss.deploy.profile import backend_runs, resolve_backend, time_interleaved
+from nss.device import resolve_device
+from nss.model.costs import PAPER_NETWORKS, count_flops, count_parameters
 from search_spaces import get_size
 from supernet import build_network
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 import nss
-from nss.costs import compact_heads
-from nss.trials import Experiment, ListSource, Trial, ray_session, run_trials
-from nss.sweep import absolute_paths
+from nss.config import absolute_paths
+from nss.experiments.experiment import Experiment, Trial
+from nss.experiments.runner import ListSource, ray_session, run_trials
+from nss.model.costs import compact_heads
+from nss.runs.folder import RunFolder
 
 RELAXATIONS = ("gumbel", "softmax", "gdas", "concrete", "dirichlet")
 
@@ -63,7 +65,7 @@ def main() -> None:
             result = record["result"]
             kept = tuple(h for h in result["heads"] if h in nss.get_space(base.space).searchable)
             found.append(compact_heads(kept) or "fixed heads only")
-            metrics = pd.read_csv(run / "metrics.csv")
+            metrics = pd.read_csv(run / RunFolder.METRICS)
             walls.append(metrics[metrics["phase"] == "search"]["wall_time"].max())
             steps.append(metrics[metrics["phase"] == "search"]["step"].max())
             entropies.append(entropy_bits(list(result["probabilities"].values())))

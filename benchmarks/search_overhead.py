@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import torch
 
+from nss.model.step import supervised_loss
+from nss.training.balancing import make as make_balancer
+
 from common import median_ms, set_up, step_benchmark_parser
-from nss.balancing import make as make_balancer
-from nss.steps import search_loss, supervised_loss
 
 
 def main() -> None:
     args = step_benchmark_parser(__doc__.splitlines()[0]).parse_args()
     s = set_up(args)
     theta = torch.optim.Adam(s.network.parameters(), lr=1e-4)
-    alpha = torch.optim.Adam(s.gates.parameters(), lr=1e-2)
+    alpha = torch.optim.Adam(s.objective.gates.parameters(), lr=1e-2)
     fixed_weights = make_balancer("ls", s.space.tasks)
 
     def plain() -> None:
@@ -30,8 +31,7 @@ def main() -> None:
     def search() -> None:
         theta.zero_grad(set_to_none=True)
         alpha.zero_grad(set_to_none=True)
-        search_loss(s.space, s.network, s.gates, s.batch, tau=5.0, hard=False, sparsity=1e-3,
-                    sparsity_kind="log").loss.backward()
+        s.objective.loss(s.network, s.batch).loss.backward()
         theta.step()
         alpha.step()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import nss
-from nss.trials import ray_session
+from nss.experiments.runner import ray_session
 
 TAUS = (1.0, 2.0, 3.0, 4.0)
 

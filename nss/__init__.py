@@ -1,26 +1,43 @@
 """Neural Scale Search for multi-task, multi-scale video networks.
 
-Every `nss` command is a thin wrapper over a function here: `search`, `pretrain`, `retrain`, `evaluate_run`,
-`export_run`, `profile_target`, `sweep`, `tune`, `write_synthetic`, `check_folder`, `derive`, `list_spaces`;
-`nss.metrics`, `nss.balancing` and `nss.costs` hold the metrics, task balancers and cost tables, `nss.trials`
-the machinery of many-trial experiments on Ray Tune.
+Every `nss` command is a thin wrapper over a function here, the pipeline in order: `write_synthetic`,
+`check_folder` (data); `pretrain`, `search`, `retrain` (training); `derive`; `evaluate_run`; `profile_target`,
+`export_run`, `predict` (deployment); `sweep`, `tune`, `groundtruth`, `rank` (many-run experiments).
+`TrainedModel.load(run)` opens a trained run without its training data. ARCHITECTURE.md says where each part
+lives. Names are imported on first use, so that `import nss` (and `nss --help`) costs nothing.
 """
-from search_spaces import Architecture, SearchSpace, get_space, list_spaces
+from __future__ import annotations
 
-from .config import RunConfig, resolve_config
-from .data import SyntheticSpec, check_folder, open_dataset, write_synthetic
-from .derive import architecture_table, derive, derive_architecture, gate_probabilities, save_architecture
-from .errors import DataError, NonFiniteLossError, NSSError
-from .gates import Gates, sparsity_penalty
-from .runs import SearchResult, evaluate_run, export_run, pretrain, profile_target, retrain, search
-from .groundtruth import groundtruth
-from .predict import predict
-from .rank import rank
-from .sweep import sweep
-from .tune import tune
-from .trials import Resources
+import importlib
+from typing import Any
 
-__all__ = ["Architecture", "DataError", "Gates", "NSSError", "NonFiniteLossError", "RunConfig", "SearchResult",
-           "SearchSpace", "SyntheticSpec", "architecture_table", "check_folder", "derive", "derive_architecture",
-           "gate_probabilities", "get_space", "list_spaces", "open_dataset", "evaluate_run", "export_run", "profile_target", "pretrain", "resolve_config", "retrain",
-           "save_architecture", "search", "sparsity_penalty", "groundtruth", "predict", "rank", "sweep", "tune", "Resources", "write_synthetic"]
+_WHERE = {
+    "Architecture": "search_spaces", "SearchSpace": "search_spaces", "get_space": "search_spaces",
+    "list_spaces": "search_spaces",
+    "RunConfig": "nss.config", "resolve_config": "nss.config",
+    "NSSError": "nss.errors", "DataError": "nss.errors", "NonFiniteLossError": "nss.errors",
+    "SyntheticSpec": "nss.data", "check_folder": "nss.data", "open_dataset": "nss.data", "write_synthetic": "nss.data",
+    "Gates": "nss.scale_search.gates", "sparsity_penalty": "nss.scale_search.gates",
+    "architecture_table": "nss.scale_search.derive", "derive_architecture": "nss.scale_search.derive",
+    "save_architecture": "nss.scale_search.derive",
+    "TrainedModel": "nss.runs.trained", "derive": "nss.runs.trained",
+    "SearchResult": "nss.training.phases", "pretrain": "nss.training.api", "search": "nss.training.api",
+    "retrain": "nss.training.api",
+    "evaluate_run": "nss.evaluation.runs",
+    "export_run": "nss.deploy.export", "profile_target": "nss.deploy.targets", "predict": "nss.deploy.predict",
+    "Resources": "nss.experiments.runner", "sweep": "nss.experiments.sweep", "tune": "nss.experiments.tune",
+    "groundtruth": "nss.experiments.groundtruth", "rank": "nss.experiments.rank",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'nss' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # found once, then an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -35,13 +35,20 @@ def refuse_existing(path: Path, force: bool, what: str, alternative: str = "") -
         raise NSSError(f"{path}: {what} already exists (use --force to overwrite{alternative})")
 
 
+def staging_prefix(path: Path) -> str:
+    return f".{path.name}.staging-"
+
+
 @contextmanager
 def staged_directory(path: str | Path, force: bool, what: str) -> Iterator[Path]:
-    """Build a folder under a temporary name and move it into place only once complete."""
+    """Build a folder under a temporary name and move it into place only once complete. What a killed earlier
+    attempt left under such a name is removed first."""
     path = Path(path)
     refuse_existing(path, force, what)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    for left in path.parent.glob(staging_prefix(path) + "*"):
+        shutil.rmtree(left, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(path), dir=path.parent))
     try:
         yield staging
     except BaseException:

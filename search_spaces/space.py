@@ -74,7 +74,7 @@ class SearchSpace:
     """Tasks × scales; `heads` are the candidate `task@scale` outputs, `fixed` those always kept.
 
     Scale 1 is full resolution, scale `scales` the coarsest. The coarsest candidate head of every task must be
-    fixed: it is the baseline that the finer heads refine (DESIGN §5).
+    fixed: it is the baseline that the finer heads refine (ARCHITECTURE.md, "The NSS objective").
     """
 
     name: str
@@ -129,6 +129,11 @@ class SearchSpace:
     @property
     def searchable(self) -> tuple[str, ...]:
         return tuple(h for h in self.heads if h not in self.fixed)
+
+    @property
+    def frame_divisor(self) -> int:
+        """Frame sides must be multiples of this: the coarsest flow head works at ¼ of the coarsest scale."""
+        return 4 * 2 ** (self.scales - 1)
 
     @property
     def motion_task(self) -> TaskSpec | None:

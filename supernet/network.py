@@ -108,8 +108,3 @@ def build_network(target: SearchSpace | Architecture, size: NetworkSize) -> Most
     """The supernet of a space (every head) or the network of an Architecture (its kept heads only)."""
     architecture = target if isinstance(target, Architecture) else Architecture.full(target)
     return MostNet(architecture, size)
-
-
-def required_divisor(scales: int) -> int:
-    """Frame sides must be multiples of this: the coarsest flow head works at ¼ of the coarsest scale."""
-    return 4 * 2 ** (scales - 1)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nss import balancing
+from nss.training import balancing
 from search_spaces import TASKS
 
 TASK_SPECS = [TASKS["restoration"], TASKS["segmentation"], TASKS["flow"]]

@@ -6,10 +6,17 @@ import pytest
 import torch
 
 import nss
-from nss.balancing import make as make_balancer
-from nss.conflicts import backward_per_task, conflict_rows, cosine_matrix, module_group, shared_parameters
-from nss.gates import Gates
-from nss.steps import search_loss, supervised_loss
+from nss.model.step import supervised_loss
+from nss.scale_search.gates import Gates
+from nss.scale_search.objective import SearchObjective
+from nss.training.balancing import make as make_balancer
+from nss.training.conflicts import (
+    backward_per_task,
+    conflict_rows,
+    cosine_matrix,
+    module_group,
+    shared_parameters,
+)
 from search_spaces import get_size, get_space
 from supernet import build_network
 
@@ -61,7 +68,7 @@ def test_per_task_gradients_give_the_same_update_as_a_plain_backward(phase):
     def loss_of(net, g):
         torch.manual_seed(1)  # the same Gumbel noise for both
         if phase == "search":
-            return search_loss(space, net, g, batch, tau=5.0, hard=False, sparsity=1e-2, sparsity_kind="log")
+            return SearchObjective(space, g, tau=5.0, sparsity=1e-2, sparsity_kind="log").loss(net, batch)
         return supervised_loss(space, net, batch, make_balancer("atb", space.tasks))
 
     def sgd_step(params):

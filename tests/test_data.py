@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from nss import DataError, RunConfig, check_folder, open_dataset
-from nss.data import FolderDataset, SyntheticDataset, SyntheticSpec, corner_offsets, render_clip
-from nss.train import Session
+from nss.data import (
+    FolderDataset,
+    SyntheticDataset,
+    SyntheticSpec,
+    corner_offsets,
+    render_clip,
+    synthetic_spec,
+)
 from supernet import flow_from_homography, homography_from_offsets, warp
 
 from conftest import TINY_SPEC
@@ -73,7 +79,7 @@ def test_synthetic_data_is_deterministic_from_its_seed():
 
 def test_the_data_seed_draws_the_clips_and_the_seed_does_not_when_it_is_given():
     def first_clip(**options) -> np.ndarray:
-        spec = Session.synthetic_spec(RunConfig(frame_size="32x32", clips=2, frames=3, **options))
+        spec = synthetic_spec(RunConfig(frame_size="32x32", clips=2, frames=3, **options))
         return open_dataset("synthetic", "test", spec)[0]["current"]
 
     assert torch.equal(first_clip(seed=0), first_clip(seed=0, data_seed=0))  # unset: the seed draws them
@@ -84,7 +90,7 @@ def test_the_data_seed_draws_the_clips_and_the_seed_does_not_when_it_is_given():
 
 def test_more_eval_clips_extend_the_validation_and_test_splits_without_redrawing_them():
     def split(split: str, **options) -> SyntheticDataset:
-        return open_dataset("synthetic", split, Session.synthetic_spec(RunConfig(frame_size="32x32", clips=8, frames=3,
+        return open_dataset("synthetic", split, synthetic_spec(RunConfig(frame_size="32x32", clips=8, frames=3,
                                                                                  **options)))
 
     default, more = split("test"), split("test", eval_clips=5)

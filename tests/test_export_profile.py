@@ -7,8 +7,8 @@ import torch
 
 import nss
 from nss.cli import main
-from nss.export import export_onnx
-from nss.profile import count_flops, profile_network, tensorrt_available
+from nss.deploy.export import export_onnx
+from nss.deploy.profile import count_flops, profile_network, tensorrt_available
 from search_spaces import Architecture, get_size, get_space, list_spaces
 from supernet import build_network
 

@@ -12,11 +12,10 @@ import nss
 from nss.cli import main
 from nss.data import FolderDataset, check_folder
 from nss.data.folder import inspect_folder
-from nss.data.fit import Fit
 from nss.data.formats import read_flo, read_flow, read_mask, write_flo, write_kitti_flow
 from nss.data.importer import import_data, split_clips
-from nss.video import VideoWriter, read_video
-from nss.visualize import colour_wheel, flow_to_colour
+from nss.data.video import VideoWriter, read_video
+from nss.data.visualize import colour_wheel, flow_to_colour
 
 from conftest import TINY_FLAGS
 
@@ -206,7 +205,7 @@ def test_import_a_video_into_a_data_folder_that_passes_the_check(tmp_path, capsy
     assert len(list((out / "clips" / "surgery_01" / "input").iterdir())) == 6
     assert check_folder(out) == [] and main(["data", "check", str(out)]) == 0
     assert main(["data", "import", str(tmp_path / "surgery_01.mp4"), "--out", str(out), "--size", "30x64"]) == 1
-    assert "--size: 30x64 must be multiples of 16" in capsys.readouterr().err
+    assert "--size 30x64; with 3 scales both sides must be multiples of 16" in capsys.readouterr().err
 
 
 def test_import_frame_folders_with_labels_in_every_encoding(tmp_path):

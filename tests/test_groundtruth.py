@@ -16,12 +16,22 @@ import nss
 from analysis.experiments import plot_groundtruth
 from nss import RunConfig
 from nss.cli import main
-from nss.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
-                             groundtruth_trials, marginal_values, ranking_table, summary, tie_margin)
-from nss.metrics import pareto_mask
-from nss.runfolder import RunFolder
-from nss.train import Session
-from nss.trials import Experiment, Resources, Trial, ray_session
+from nss.data import synthetic_spec
+from nss.evaluation.metrics import pareto_mask
+from nss.experiments.experiment import Experiment, Trial
+from nss.experiments.groundtruth import (
+    GROUNDTRUTH_EVAL_CLIPS,
+    _describe,
+    enumerate_architectures,
+    groundtruth_base,
+    groundtruth_trials,
+    marginal_values,
+    ranking_table,
+    summary,
+    tie_margin,
+)
+from nss.experiments.runner import Resources, ray_session
+from nss.runs.folder import RunFolder
 from search_spaces import Architecture, SearchSpace, get_space
 
 from conftest import tiny_config
@@ -87,7 +97,7 @@ def test_trials_run_seed_by_seed_with_the_ends_first_and_a_stopped_one_holds_a_u
 def test_every_retraining_seed_shares_the_clips_and_is_measured_on_many_of_them():
     base = groundtruth_base(RunConfig(seed=3))
     assert (base.seed, base.data_seed, base.eval_clips) == (3, 3, GROUNDTRUTH_EVAL_CLIPS)
-    assert Session.synthetic_spec(base).clips_in("test") == GROUNDTRUTH_EVAL_CLIPS > RunConfig().clips // 4
+    assert synthetic_spec(base).clips_in("test") == GROUNDTRUTH_EVAL_CLIPS > RunConfig().clips // 4
     given = groundtruth_base(RunConfig(seed=3, data_seed=1, eval_clips=5))
     assert (given.data_seed, given.eval_clips) == (1, 5)
 
@@ -296,15 +306,20 @@ def test_groundtruth_and_rank_of_a_search_in_it(tmp_path, capsys, ray_cluster):
     assert "searched space 'most_net_pp', but the ground truth is of 'most_net_plus'" in capsys.readouterr().err
 
 
-def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path, ray_cluster):
+def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path):
+    """Its trials one after another in the driver's process (--inline): the experiment folder is what resumes it."""
     out = tmp_path / "gt"
     flags = [f for f in GT_FLAGS if f != "--quiet"] + ["--retrain-steps", "12", "--checkpoint-every", "3"]
     driver = subprocess.Popen([sys.executable, "-m", "nss.cli", "groundtruth", *flags, "--sample", "4",
-                               "--workers", "2", "--out", str(out), "--quiet"],
+                               "--inline", "--out", str(out), "--quiet"],
                               env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def under_way() -> list:  # trials with a checkpoint and no record yet
+        return [p for p in out.glob("trials/*/checkpoints/last.pt") if not (p.parents[1] / "trial.json").exists()]
+
     deadline = time.monotonic() + 240
-    while not (out / "summary.txt").is_file():  # written (after ranking.csv) as soon as the first trial has ended
+    # summary.txt is written (after ranking.csv) as soon as the first trial has ended; then kill the next one
+    while not ((out / "summary.txt").is_file() and under_way()):
         assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
         assert time.monotonic() < deadline, "no trial ended"
         time.sleep(0.05)
@@ -317,9 +332,9 @@ def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path, r
     assert len(partial) == 4 and ranked and ranked <= set(finished) and partial["latency_ms"].isna().all()
     assert set(partial["status"]) <= {"done", "not run"} and not partial["pareto_latency"].any()
     assert len(ranked) == 4 or f"{4 - len(ranked)} not run yet" in (out / "summary.txt").read_text()
-    started = {p.parent.name: p.stat().st_ino for p in out.glob("trials/*/config.yaml")
-               if p.parent.name not in finished}
-    ranking = nss.groundtruth(out=out, resume=True, resources=Resources(workers=2), progress=False)
+    started = {p.parents[1].name: (p.parents[1] / "config.yaml").stat().st_ino for p in under_way()}
+    assert started
+    ranking = nss.groundtruth(out=out, resume=True, resources=Resources(inline=True), progress=False)
     assert len(ranking) == 4 and set(ranking["status"]) == {"done"}
     assert all((out / "trials" / name / "trial.json").read_text() == text for name, text in finished.items())
     # the ones under way went on in their own folders (a restart would have made them anew)

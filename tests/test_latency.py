@@ -9,14 +9,18 @@ import torch
 
 import nss
 from nss.cli import main
-from nss.costs import count_flops, count_parameters
-from nss.gates import Gates
-from nss.latency import CostTable, latency_penalty, measure_cost_table, optional_stages
-from nss.train import Session, Trainer
+from nss.deploy.cost_table import measure_cost_table
+from nss.model.costs import count_flops, count_parameters
+from nss.runs.folder import RunFolder
+from nss.scale_search.gates import Gates
+from nss.scale_search.latency import CostTable, LatencyTerm, optional_stages
+from nss.training.phases import PretrainPhase, SearchPhase
+from nss.training.session import Session
+from nss.training.trainer import Trainer
 from search_spaces import Architecture, SearchSpace, get_size, get_space
 from supernet import build_network
 
-from conftest import TINY_FLAGS, tiny_config
+from conftest import TINY_FLAGS, tiny_batch, tiny_config
 
 SPACE = get_space("most_net_plus")
 
@@ -129,8 +133,8 @@ def test_the_latency_gradient_lowers_the_cost_and_a_target_pulls_from_below(tmp_
     gates = Gates(SPACE.searchable, "softmax")
     expected = table.expected(gates.sample(tau=1.0).draw)
     assert expected.item() == 140  # even odds: softmax's noise-free draw keeps every head (ties on, as argmax)
-    grad, = torch.autograd.grad(latency_penalty(expected, table, 1.0 if target is None else 0.0, target),
-                                gates.logits)
+    term = LatencyTerm(table, 1.0 if target is None else 0.0, target)
+    grad, = torch.autograd.grad(term.penalty(expected), gates.logits)
     # descending the gradient lowers every on-logit (cost falls); below the target it raises them
     assert (torch.sign(grad[:, 0]) == direction).all() and (torch.sign(grad[:, 1]) == -direction).all()
     costliest = SPACE.searchable.index("flow@1")
@@ -202,16 +206,15 @@ def test_bilevel_on_a_data_folder_without_a_validation_split_is_refused(data_cop
 
 
 def test_a_bilevel_alpha_step_moves_the_gates_and_not_the_weights(tmp_path):
-    from nss.runfolder import RunFolder
     config = tiny_config(bilevel=True, pretrain_steps=0, search_steps=2).validate()
-    session = Session.open(config, validation=True)
+    session = Session.open(config)
+    phase = SearchPhase(session)
     trainer = Trainer(session, RunFolder(tmp_path / "run").create(force=False), progress=False)
-    optimizers = trainer._prepare("search")[0]
     weights = {k: v.clone() for k, v in session.network.state_dict().items() if v.dtype.is_floating_point}
-    logits = session.gates.logits.detach().clone()
-    batch = next(iter(trainer._loader("search", 0, session.validation, 3)))
-    trainer._alpha_step("search", 1, batch, optimizers, trainer._prepare("search")[2])
-    assert not torch.equal(logits, session.gates.logits.detach())
+    logits = phase.gates.logits.detach().clone()
+    phase.start(trainer, 0)
+    phase.loss(trainer, 1, tiny_batch())  # the α step on a validation batch, then the loss of the training batch
+    assert not torch.equal(logits, phase.gates.logits.detach())
     after = session.network.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in weights.items() if "running" not in k)  # BN statistics aside
     assert trainer.batches_seen == {"train": 0, "val": 1}
@@ -219,15 +222,15 @@ def test_a_bilevel_alpha_step_moves_the_gates_and_not_the_weights(tmp_path):
 
 def test_bilevel_alternates_batches_from_the_two_splits(tmp_path):
     config = tiny_config(bilevel=True, pretrain_steps=3, search_steps=5, log_every=1).validate()
-    from nss.runfolder import RunFolder
-    session = Session.open(config, validation=True)
+    session = Session.open(config)
     run = RunFolder(tmp_path / "run").create(force=False)
     trainer = Trainer(session, run, progress=False)
-    before = copy.deepcopy(session.gates.state_dict())
-    trainer.run_phases(("pretrain",))
+    search = SearchPhase(session)
+    before = copy.deepcopy(search.gates.state_dict())
+    trainer.run_phases([PretrainPhase(session)])
     assert trainer.batches_seen == {"train": 3, "val": 0}
-    assert torch.equal(before["logits"], session.gates.logits.detach())  # pretraining leaves the gates alone
-    trainer.run_phases(("search",))
+    assert torch.equal(before["logits"], search.gates.logits.detach())  # pretraining leaves the gates alone
+    trainer.run_phases([search])
     assert trainer.batches_seen == {"train": 8, "val": 5}  # one validation batch per search step
     metrics = pd.read_csv(run.path / "metrics.csv")
     assert metrics[metrics["phase"] == "search"]["alpha_loss"].notna().all()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from nss.metrics import delta_mtl, epe, iou, mace, psnr, ssim
+from nss.evaluation.metrics import delta_mtl, epe, iou, mace, psnr, ssim
 from search_spaces import TASKS
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nss import Gates, derive_architecture, sparsity_penalty
-from nss.losses import bce, charbonnier, corner_error, epe, masked_loss
-from nss.objective import composites, refinements, to_full_resolution
-from nss.steps import search_loss
+from nss.model.losses import bce, charbonnier, corner_error, epe, masked_loss
+from nss.model.outputs import refinements, to_full_resolution
+from nss.scale_search.objective import SearchObjective, composites
 from search_spaces import get_size, get_space
 from supernet import build_network
 
@@ -147,10 +147,10 @@ def test_concrete_credits_the_costs_through_the_log_probability():
     space = get_space("most_net_plus")
     network, gates = build_network(space, get_size("tiny")), Gates(space.searchable, "concrete")
     torch.manual_seed(0)
-    result = search_loss(space, network, gates, tiny_batch(), tau=5.0, hard=False, sparsity=1.0,
-                         sparsity_kind="log")
-    kept = sum(1 for a in result.alphas.values())  # the L0 count of the discrete sample
-    assert 0 <= result.sparsity.item() <= kept and float(result.sparsity.item()).is_integer()
+    result = SearchObjective(space, gates, tau=5.0, sparsity=1.0, sparsity_kind="log").loss(network, tiny_batch())
+    z = torch.stack(list(result.sample.costs.values()))  # the discrete sample the costs were taken on
+    assert set(z.tolist()) <= {0.0, 1.0}
+    assert result.sparsity.item() == z.sum().item()  # its L0 count: the heads it keeps, not Σ log α
     grad, = torch.autograd.grad(result.extra, gates.logits)
     assert (grad.abs().sum(dim=1) > 0).all()  # score function: cost · ∇ log p(z) reaches every logit
 
@@ -160,8 +160,7 @@ def test_concrete_credits_the_costs_through_the_log_probability():
 def test_gate_logits_get_gradients_from_each_term(preset, source):
     space = get_space(preset)
     network, gates = build_network(space, get_size("tiny")), Gates(space.searchable)
-    result = search_loss(space, network, gates, tiny_batch(), tau=5.0, hard=False, sparsity=1.0,
-                         sparsity_kind="log")
+    result = SearchObjective(space, gates, tau=5.0, sparsity=1.0, sparsity_kind="log").loss(network, tiny_batch())
     term = result.loss - result.sparsity if source == "task losses" else result.sparsity
     grad, = torch.autograd.grad(term, gates.logits)
     assert (grad.abs().sum(dim=1) > 0).all(), f"some gate got no gradient from the {source}"

@@ -9,11 +9,11 @@ from PIL import Image
 
 import nss
 import nss.data
-import nss.runs
 from nss.cli import main
 from nss.data.formats import read_flo
-from nss.profile import profile_network
-from nss.video import VideoWriter, read_video, video_info
+from nss.data.video import VideoWriter, read_video, video_info
+from nss.deploy.profile import profile_network
+from nss.runs.trained import TrainedModel
 from search_spaces import Architecture, get_size, get_space
 from supernet import build_network
 
@@ -75,13 +75,13 @@ def test_predict_on_a_data_folder_writes_homographies_and_metrics(trained, synth
 
 def test_streaming_predictions_equal_the_two_frame_forward(trained, synthetic_folder, tmp_path):
     """Frame t's outputs from the cached features of t−1 are the network's on the pair (t−1, t)."""
-    session, _ = nss.runs.open_trained(trained["most_net_plus"], "cpu")
+    model = TrainedModel.load(trained["most_net_plus"], "cpu")
     out = tmp_path / "pred"
     nss.predict(trained["most_net_plus"], synthetic_folder, out, split="val", progress=False)
     data = nss.data.FolderDataset(synthetic_folder, "val")
     sample = data[1]  # clip val_000, frames 1 → 2
     with torch.no_grad():
-        outputs = session.network.eval()(sample["previous"][None], sample["current"][None])
+        outputs = model.network(sample["previous"][None], sample["current"][None])
     restored = np.asarray(Image.open(out / "val_000" / "restoration" / "000002.png"), np.float32) / 255
     expected = outputs["restoration@1"][0].clamp(0, 1).permute(1, 2, 0).numpy()
     assert np.abs(restored - expected).max() <= 0.5 / 255 + 1e-6  # PNG quantisation only

@@ -10,13 +10,18 @@ from torch.utils.data import default_collate
 
 import nss
 from nss.cli import main
-from nss.data import SyntheticDataset, SyntheticSpec, open_dataset, render_clip
-from nss.data.samples import make_sample
+from nss.data import (
+    SyntheticDataset,
+    SyntheticSpec,
+    open_dataset,
+    render_clip,
+    synthetic_spec,
+)
 from nss.data.augment import augment, flip
-from nss.evaluate import evaluate
-from nss.metrics import psnr
-from nss.runs import open_trained
-from nss.train import Session
+from nss.data.samples import make_sample
+from nss.evaluation.evaluate import evaluate
+from nss.evaluation.metrics import psnr
+from nss.runs.trained import TrainedModel
 from search_spaces import Architecture, get_size, get_space
 from supernet import build_network, flow_from_homography, homography_from_offsets, warp
 
@@ -151,9 +156,9 @@ def test_retrain_and_evaluate_from_the_command_line(tmp_path, capsys):
     # on more synthetic clips than the run's own (2): the same as evaluating the network on a 3-clip split by hand
     assert main(["evaluate", str(tmp_path / "run"), "--split", "test", "--eval-clips", "3"]) == 0
     more = pd.read_csv(tmp_path / "run" / "eval.csv")
-    session, _ = open_trained(tmp_path / "run")
-    spec = replace(Session.synthetic_spec(session.config), eval_clips=3)
-    by_hand = evaluate(session.network, session.space, open_dataset("synthetic", "test", spec), session.device, 2)
+    model = TrainedModel.load(tmp_path / "run")
+    spec = replace(synthetic_spec(model.config), eval_clips=3)
+    by_hand = evaluate(model.network, model.space, open_dataset("synthetic", "test", spec), model.device, 2)
     np.testing.assert_allclose(more["value"], by_hand["value"], rtol=1e-6)
     assert not np.allclose(more["value"], table["value"])
     assert main(["evaluate", str(tmp_path / "run"), "--eval-clips", "0"]) == 1

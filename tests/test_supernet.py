@@ -2,13 +2,21 @@ import numpy as np
 import pytest
 import torch
 
-from nss.balancing import make as make_balancer
-from nss.steps import search_loss, supervised_loss
-from nss.gates import Gates
+from nss.config import check_frame_size
+from nss.errors import NSSError
+from nss.model.step import supervised_loss
+from nss.scale_search.gates import Gates
+from nss.scale_search.objective import SearchObjective
+from nss.training.balancing import make as make_balancer
 from search_spaces import Architecture, get_size, get_space, list_spaces, parse_head
-from supernet import (build_network, flow_from_homography, homography_from_offsets, motion_to_flow,
-                      rescale_output, required_divisor, warp)
-
+from supernet import (
+    build_network,
+    flow_from_homography,
+    homography_from_offsets,
+    motion_to_flow,
+    rescale_output,
+    warp,
+)
 from supernet.alignment import COST_CHANNELS, cost_volume
 
 from conftest import tiny_batch
@@ -48,8 +56,8 @@ def trained_grads():
             if phase == "pretrain":
                 loss = supervised_loss(space, network, batch, make_balancer("ls", space.tasks)).loss
             else:
-                loss = search_loss(space, network, gates, batch, tau=5.0, hard=False, sparsity=1e-3,
-                                   sparsity_kind="log").loss
+                loss = SearchObjective(space, gates, tau=5.0, sparsity=1e-3, sparsity_kind="log").loss(network,
+                                                                                                        batch).loss
             loss.backward()
             results[preset, phase] = network
     return results
@@ -163,7 +171,20 @@ def test_upsampling_operator_scales_flow_and_offsets():
     assert torch.allclose(rescale_output("homography", torch.ones(1, 4, 2), 4), torch.full((1, 4, 2), 4.0))
     image = torch.rand(1, 3, 4, 4)
     assert torch.allclose(rescale_output("image", image, 2).mean(), image.mean(), atol=1e-6)
-    assert required_divisor(3) == 16
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_frames_that_are_multiples_of_the_divisor_run_and_others_are_refused(preset):
+    space = get_space(preset)
+    d = space.frame_divisor
+    network = build_network(space, TINY).eval()
+    with torch.no_grad():  # the smallest frames the check accepts go through every head, the coarsest flow's too
+        outputs = network(torch.rand(1, 3, d, 2 * d), torch.rand(1, 3, d, 2 * d))
+    assert set(outputs) == set(space.heads)
+    check_frame_size(space, d, 2 * d, "--size")
+    with pytest.raises(NSSError, match=f"--size {d + 4}x{2 * d}; with {space.scales} scales both sides must be "
+                                       f"multiples of {d}"):
+        check_frame_size(space, d + 4, 2 * d, "--size")
 
 
 def test_homography_geometry_in_a_half_precision_network_stays_exact_at_512():

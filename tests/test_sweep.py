@@ -1,5 +1,6 @@
-"""Sweeps on a real local Ray (2 CPUs, one session for the module): run folders, shared pretraining, errors,
-resume after SIGKILL of the driver and its Ray, bad input."""
+"""Sweeps: the grid and its shared pretrainings planned in-process, trials run inline (in this process, no Ray), and
+on a real local Ray (2 CPUs, one session for the two tests that need it): run folders, errors, resume after SIGKILL
+of the driver and its Ray, bad input refused before anything runs."""
 import json
 import os
 import signal
@@ -14,17 +15,19 @@ import yaml
 
 import nss
 from nss.cli import main
-from nss.trials import Resources, ray_session
+from nss.experiments.experiment import Experiment
+from nss.experiments.runner import WAIT, Resources, progress_bar, ray_session
+from nss.experiments.sweep import PretrainingsFirst, parse_grid, plan_trials
 
-from conftest import TINY_FLAGS, tiny_config
+from conftest import tiny_config
 
-TWO = Resources(workers=2)
+TWO, INLINE = Resources(workers=2), Resources(inline=True)
 SWEEP_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
                "--device", "cpu", "--pretrain-steps", "4", "--search-steps", "6", "--log-every", "2",
                "--checkpoint-every", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ray_cluster():
     with ray_session(TWO):
         yield
@@ -34,7 +37,7 @@ def base(**overrides):
     return tiny_config(**dict(dict(pretrain_steps=4, search_steps=6), **overrides))
 
 
-def test_a_two_by_two_sweep_writes_a_run_folder_per_trial(tmp_path):
+def test_a_two_by_two_sweep_writes_a_run_folder_per_trial(tmp_path, ray_cluster):
     out = tmp_path / "sweep"
     table = nss.sweep({"tau": [1.0, 5.0], "seed": [0, 1]}, out, base=base(), resources=TWO, progress=False)
     assert list(table["trial"]) == ["tau1-seed0", "tau1-seed1", "tau5-seed0", "tau5-seed1"]
@@ -62,22 +65,40 @@ def test_a_two_by_two_sweep_writes_a_run_folder_per_trial(tmp_path):
     assert list(modal["runs"]) == [2, 2]
 
 
-def test_a_search_starts_as_soon_as_its_own_pretraining_has_ended(tmp_path):
-    out = tmp_path / "sweep"
-    table = nss.sweep({"pretrain_steps": [2, 120]}, out, base=base(), resources=TWO, progress=False)
-    assert set(table["status"]) == {"done"}
-    trials = out / "trials"
-    pretrainings = {p.name: p for p in trials.glob("pretrain*")}
-    assert len(pretrainings) == 2
-    short_search = trials / table.loc[table["pretrain_steps"] == 2, "trial"].item()
-    long_pretraining = next(p for p in pretrainings.values() if "120" in p.name)
-    # the short pretraining's search ran while the long pretraining was still going
-    assert (short_search / "trial.json").stat().st_mtime < (long_pretraining / "trial.json").stat().st_mtime
+def test_the_grid_plans_one_pretraining_per_pretraining_setting():
+    grid = parse_grid({"tau": "1,5", "seed": [0, 1], "pretrain_steps": "2,120"})
+    assert grid == {"tau": [1.0, 5.0], "seed": [0, 1], "pretrain_steps": [2, 120]}
+    pretrainings, searches = plan_trials(grid, base().to_dict(), "shared")
+    assert [t.name for t in pretrainings] == ["pretrain-seed0-psteps2", "pretrain-seed0-psteps120",
+                                              "pretrain-seed1-psteps2", "pretrain-seed1-psteps120"]
+    assert len(searches) == 8 and searches[0].name == "tau1-seed0-psteps2"
+    for search in searches:  # each starts from the pretraining of its own seed and length, τ aside
+        made = next(t for t in pretrainings if t.name == search.options["pretraining"])
+        assert {k: made.config[k] for k in ("seed", "pretrain_steps")} == \
+            {k: search.config[k] for k in ("seed", "pretrain_steps")}
+    assert plan_trials(grid, base().to_dict(), "per-trial")[0] == []
+
+
+def test_a_search_is_released_as_soon_as_its_own_pretraining_has_ended(tmp_path):
+    experiment = Experiment(tmp_path / "sweep", "sweep")
+    experiment.create({})
+    pretrainings, searches = plan_trials(parse_grid({"pretrain_steps": [2, 120]}), base().to_dict(), "shared")
+    source = PretrainingsFirst(pretrainings + searches, experiment, progress_bar(2, "sweep", False))
+    short, long = source.next_trial(), source.next_trial()
+    assert (short.name, long.name) == ("pretrain-psteps2", "pretrain-psteps120")
+    assert source.next_trial() == WAIT  # both searches wait for a pretraining
+    source.complete(short, {"status": "done", "message": ""})
+    released = source.next_trial()  # the short one's search, while the long pretraining still runs
+    assert released.name == "psteps2" and released.config["from_run"] == str(experiment.trial_dir(short.name))
+    assert source.next_trial() == WAIT
+    source.complete(long, {"status": "error", "message": "out of memory"})  # its search fails without running
+    assert source.next_trial() is None
+    assert experiment.record("psteps120")["message"] == "its pretraining pretrain-psteps120 failed: out of memory"
 
 
 def test_per_trial_pretraining_and_the_command_line(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["sweep", *SWEEP_FLAGS, "--sparsity", "1e-4,1e-2", "--pretrain", "per-trial", "--workers", "2",
+    assert main(["sweep", *SWEEP_FLAGS, "--sparsity", "1e-4,1e-2", "--pretrain", "per-trial", "--inline",
                  "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "2 trials: 2 done, 0 failed" in printed
@@ -87,14 +108,17 @@ def test_per_trial_pretraining_and_the_command_line(tmp_path, capsys):
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, capsys):
+    # (a bad value is refused before the sweep starts, below: a trial fails at run time, here its loss overflows)
     out = tmp_path / "sweep"
-    assert main(["sweep", *SWEEP_FLAGS, "--tau=-1,5", "--workers", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["sweep", *SWEEP_FLAGS, "--lr", "1e30,1e-3", "--pretrain", "per-trial", "--inline", "--out", str(out),
+                 "--quiet"]) == 0
     table = pd.read_csv(out / "sweep.csv").set_index("trial")
-    assert table.loc["tau-1", "status"] == "error" and table.loc["tau5", "status"] == "done"
-    assert table.loc["tau-1", "message"].startswith("--tau: the temperature must be a finite number > 0")
+    assert table.loc["lr1e+30", "status"] == "error" and table.loc["lr0.001", "status"] == "done"
+    assert table.loc["lr1e+30", "message"].startswith("pretrain step 2: the loss of ")
     assert "1 failed" in capsys.readouterr().out
     # every trial failing is a failed command, with one line saying so
-    assert main(["sweep", *SWEEP_FLAGS, "--tau=-1,-2", "--out", str(tmp_path / "bad"), "--quiet"]) == 1
+    assert main(["sweep", *SWEEP_FLAGS, "--lr", "1e30,1e31", "--pretrain", "per-trial", "--inline", "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert "every one of the 2 trials failed" in err and "\n" not in err
 
@@ -104,6 +128,10 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, capsys):
     (["--tau", "1,2", "--seed", "0,1,2", "--max-trials", "5"], "the grid has 6 trials, more than --max-trials 5"),
     (["--seed", "one"], "seed: expected an integer, got 'one'"),
     (["--tau", "1", "--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers there"),
+    (["--tau", "0,1"], "--tau: the temperature must be a finite number > 0, got 0.0"),  # before Ray starts
+    (["--relaxation", "softmax,gdas", "--hard", "true"], "--hard: only gumbel samples hard or soft"),
+    (["--data", "synthetic,nowhere"], "--data: nowhere: no such file or folder"),
+    (["--tau", "1", "--inline", "--workers", "2"], "--inline runs one trial at a time in this process"),
     (["--taux", "1"], "unrecognized arguments: --taux"),
 ])
 def test_bad_sweeps_are_one_line_errors_and_write_nothing(tmp_path, capsys, flags, message):
@@ -130,10 +158,10 @@ def test_an_existing_sweep_needs_resume_or_force_and_the_api_names_unknown_optio
     assert not (tmp_path / "other").exists()
 
 
-def test_a_sweep_killed_with_sigkill_resumes_to_the_same_table(tmp_path):
+def test_a_sweep_killed_with_sigkill_resumes_to_the_same_table(tmp_path, ray_cluster):
     flags = ["--tau", "1,5", "--seed", "0,1", "--search-steps", "24", "--workers", "2"]
     grid = {"tau": [1.0, 5.0], "seed": [0, 1]}
-    reference = nss.sweep(grid, tmp_path / "reference", base=base(search_steps=24), resources=TWO, progress=False)
+    reference = nss.sweep(grid, tmp_path / "reference", base=base(search_steps=24), resources=INLINE, progress=False)
 
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -1,4 +1,5 @@
-"""Tuning on a real local Ray (one session for the module) with a real SQLite Optuna study."""
+"""Tuning with a real SQLite Optuna study: on a real local Ray once, inline (in this process) otherwise, and the
+study's trials planned in-process."""
 import json
 
 import optuna
@@ -6,16 +7,24 @@ import pandas as pd
 import pytest
 
 from nss.cli import main
-from nss.trials import Resources, ray_session
 from nss.errors import NSSError
-from nss.tune import STUDY_NAME, distributions, load_params
+from nss.experiments.experiment import Experiment
+from nss.experiments.runner import Resources, ray_session
+from nss.experiments.tune import (
+    DEFAULT_PARAMS,
+    STUDY_NAME,
+    StudySource,
+    distributions,
+    load_params,
+    open_study,
+)
 
 TUNE_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
               "--device", "cpu", "--pretrain-steps", "4", "--search-steps", "4", "--retrain-steps", "2",
-              "--val-every", "2", "--iters", "2", "--workers", "2", "--quiet"]
+              "--val-every", "2", "--iters", "2", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture
 def ray_cluster():
     with ray_session(Resources(workers=2)):
         yield
@@ -25,9 +34,10 @@ def load(out):
     return optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY_NAME)
 
 
-def test_a_two_objective_tune_writes_a_study_that_optuna_reads_and_resumes_it(tmp_path, capsys):
+def test_a_two_objective_tune_writes_a_study_that_optuna_reads_and_resumes_it(tmp_path, capsys, ray_cluster):
     out = tmp_path / "tune"
-    assert main(["tune", *TUNE_FLAGS, "--trials", "3", "--objectives", "delta_mtl,latency", "--out", str(out)]) == 0
+    assert main(["tune", *TUNE_FLAGS, "--workers", "2", "--trials", "3", "--objectives", "delta_mtl,latency", "--out",
+                 str(out)]) == 0
     assert "Pareto set (pareto.csv)" in capsys.readouterr().out
     study = load(out)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
@@ -59,7 +69,7 @@ def test_one_objective_uses_tpe_and_a_parameter_file(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("tau: {low: 1, high: 8, log: true}\nbalancing: {choices: [ls, atb]}\n")
     out = tmp_path / "tune"
-    assert main(["tune", *TUNE_FLAGS, "--trials", "2", "--objectives", "params", "--params", str(params),
+    assert main(["tune", *TUNE_FLAGS, "--inline", "--trials", "2", "--objectives", "params", "--params", str(params),
                  "--out", str(out)]) == 0
     study = load(out)
     assert study.user_attrs["sampler"] == "TPESampler" and len(study.trials) == 2
@@ -92,7 +102,7 @@ def test_trials_that_fail_are_failed_trials_of_the_study(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("threshold: {low: 1.5, high: 2.0}\n")  # outside (0, 1): every trial's setting is bad
     out = tmp_path / "tune"
-    assert main(["tune", *TUNE_FLAGS, "--trials", "2", "--params", str(params), "--out", str(out)]) == 1
+    assert main(["tune", *TUNE_FLAGS, "--inline", "--trials", "2", "--params", str(params), "--out", str(out)]) == 1
     assert "every one of the 2 trials failed" in capsys.readouterr().err
     assert [t.state for t in load(out).trials] == [optuna.trial.TrialState.FAIL] * 2
     assert set(pd.read_csv(out / "trials.csv")["message"].str[:12]) == {"--threshold:"}
@@ -100,10 +110,30 @@ def test_trials_that_fail_are_failed_trials_of_the_study(tmp_path, capsys):
     assert "--objectives: choose distinct ones from delta_mtl, latency, params, flops" in capsys.readouterr().err
 
 
-def test_default_space_is_the_issue_s():
-    from nss.tune import DEFAULT_PARAMS
+def test_the_study_asks_new_trials_in_the_default_space_and_resumes_the_ones_left_running(tmp_path):
+    """StudySource on a real SQLite study, no Ray: each trial is the base configuration with the parameters the
+    study asked for; a trial left running by a killed tune is run again with the same parameters, in its folder."""
+    experiment = Experiment(tmp_path / "tune", "tune")
+    experiment.create({})
+    base = {"seed": 0, "tau": 5.0}
+    study = open_study(experiment.path / "study.db", ("delta_mtl",), 6, seed=0)
     space = distributions(DEFAULT_PARAMS)
-    assert space["tau"].low == 0.5 and space["tau"].high == 10 and space["tau"].log
-    assert space["sparsity"].low == 1e-6 and space["sparsity"].high == 1e-2 and space["sparsity"].log
-    assert space["sparsity_kind"].choices == ("log", "l1")
-    assert (space["threshold"].low, space["threshold"].high) == (0.3, 0.7)
+    source = StudySource(study, space, ("delta_mtl",), base, {"iters": 2}, 3, experiment)
+    asked = [source.next_trial() for _ in range(3)]
+    assert source.next_trial() is None and [t.name for t in asked] == ["t000", "t001", "t002"]
+    for trial in asked:
+        params = {k: trial.config[k] for k in DEFAULT_PARAMS}
+        assert params["sparsity_kind"] in ("log", "l1") and 0.3 <= params["threshold"] <= 0.7
+        assert 0.5 <= params["tau"] <= 10 and 1e-6 <= params["sparsity"] <= 1e-2
+        assert trial.config["seed"] == 0 and trial.settings == {"number": int(trial.name[1:]), **params}
+    source.complete(asked[0], {"status": "done", "result": {"delta_mtl": 12.5}})
+    source.complete(asked[1], {"status": "error", "result": {}})
+    reopened = load(experiment.path)
+    assert [t.state.name for t in reopened.trials] == ["COMPLETE", "FAIL", "RUNNING"]
+    assert reopened.trials[0].values == [12.5]
+    # a tune killed with t002 running: resumed, t002 comes first with its parameters, then one new trial
+    again = StudySource(open_study(experiment.path / "study.db", ("delta_mtl",), 6, seed=0), space, ("delta_mtl",),
+                        base, {"iters": 2}, 4, experiment)
+    resumed, new = again.next_trial(), again.next_trial()
+    assert resumed.name == "t002" and resumed.config == asked[2].config
+    assert new.name == "t003" and again.next_trial() is None

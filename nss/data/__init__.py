@@ -1,24 +1,23 @@
-"""Data: the synthetic generator, the folder format, and one entry point for both."""
+"""Data: the synthetic generator, the folder format (reading, importing, checking), and one entry point for both.
+Names are imported on first use: the command line reads FLOW_DIRECTIONS without loading torch."""
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from torch.utils.data import Dataset
+FLOW_DIRECTIONS = ("backward", "forward")  # which way an imported clip's flow labels point (nss data import)
 
-from ..errors import DataError
-from .folder import FolderDataset, check_folder
-from .samples import KIND_OF_TASK, LABEL_DIRS, corner_offsets
-from .synthetic import SyntheticSpec, render_clip
-from .synthetic_dataset import SyntheticDataset
-from .write import write_synthetic
-
-
-def open_dataset(data: str | Path, split: str, spec: SyntheticSpec = SyntheticSpec()) -> Dataset:
-    """`"synthetic"` (generated on the fly from `spec`) or the path of a data folder."""
-    if str(data) == "synthetic":
-        return SyntheticDataset(spec, split)
-    return FolderDataset(Path(data), split)
+_WHERE = {"FolderDataset": "folder", "check_folder": "folder", "inspect_folder": "folder",
+          "KIND_OF_TASK": "samples", "LABEL_DIRS": "samples", "corner_offsets": "samples",
+          "SyntheticSpec": "synthetic", "render_clip": "synthetic", "SyntheticDataset": "synthetic_dataset",
+          "write_synthetic": "write", "open_dataset": "splits", "open_split": "splits",
+          "require_usable_folder": "splits", "synthetic_spec": "splits"}
+__all__ = sorted(_WHERE) + ["FLOW_DIRECTIONS"]
 
 
-__all__ = ["DataError", "FolderDataset", "KIND_OF_TASK", "LABEL_DIRS", "SyntheticDataset", "SyntheticSpec",
-           "check_folder", "corner_offsets", "open_dataset", "render_clip", "write_synthetic"]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'nss.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

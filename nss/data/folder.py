@@ -1,4 +1,4 @@
-"""The folder format for real data (DESIGN §8): reading with sparse labels, and checking.
+"""The folder format for real data (ARCHITECTURE.md, "Data"): reading with sparse labels, and checking.
 
     DATA/meta.json                              {"tasks": [...], "frame_size": [H, W], "splits": {split: [clip, ...]}}
     DATA/clips/<clip>/input/NNNNNN.png|jpg      degraded frames
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from search_spaces import read_json
+from search_spaces import get_space, list_spaces, read_json
 
 from ..errors import DataError
 from .formats import SUFFIXES, read_flow, read_image, read_mask
@@ -171,6 +171,11 @@ def inspect_folder(root: str | Path) -> tuple[list[str], list[str]]:
     except DataError as err:
         return [str(err)], []
     problems, notes, size = [], [], tuple(meta["frame_size"])
+    refusing = [name for name in list_spaces() if size[0] % get_space(name).frame_divisor
+                or size[1] % get_space(name).frame_divisor]
+    if refusing:
+        notes.append(f"{root / 'meta.json'}: frames are {size[0]}x{size[1]}, which the network of "
+                     f"{', '.join(refusing)} cannot take (sides must be multiples of its frame divisor)")
     kinds = [KIND_OF_TASK[t] for t in meta["tasks"]]
     everywhere = [str(c) for clips in meta["splits"].values() for c in clips]
     for task in meta["tasks"]:

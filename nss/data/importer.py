@@ -16,14 +16,18 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from search_spaces import DEFAULT_SPACE, SearchSpace, get_space
+
+from ..config import check_frame_size
 from ..errors import DataError
 from ..io import staged_directory
-from ..video import is_video, read_video, video_info
-from ..visualize import to_uint8
+from . import FLOW_DIRECTIONS
 from .fit import Fit, fitting_size
 from .folder import find_file, read_homography
 from .formats import SUFFIXES, read_flow, read_image, read_mask, write_kitti_flow
 from .samples import LABEL_DIRS
+from .video import is_video, read_video, video_info
+from .visualize import to_uint8
 
 TASK_OF_KIND = {"image": "restoration", "mask": "segmentation", "flow": "flow", "homography": "homography"}
 
@@ -89,15 +93,15 @@ def split_clips(clips: list[str], fractions: tuple[float, ...], seed: int) -> di
     return splits
 
 
-FLOW_DIRECTIONS = ("backward", "forward")
 
 
 def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str, str | Path] | None = None,
-                size: tuple[int, int] | None = None, divisor: int = 16, split: tuple[float, ...] = (0.8, 0.1, 0.1),
-                seed: int = 0, flow_direction: str = "backward", force: bool = False, progress: bool = True) -> Path:
+                size: tuple[int, int] | None = None, space: SearchSpace | None = None,
+                split: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0, flow_direction: str = "backward",
+                force: bool = False, progress: bool = True) -> Path:
     """Write the folder format to `out`. `labels` maps a kind (mask, flow, image for clean targets, homography)
     to a label folder; `size` (H, W) is what frames are fitted to (default: the first frame cropped to multiples
-    of `divisor`), and must itself be such multiples.
+    of the frame divisor of `space`, default most_net_plus's), and must itself be such multiples.
 
     The folder format's flow of frame N is backward (N's grid, towards N−1). Sintel, FlyingChairs and KITTI give
     forward flow (frame t's grid, towards t+1): with `flow_direction="forward"` each clip is imported backwards in
@@ -113,8 +117,9 @@ def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str,
     for kind, folder in labels.items():
         if not folder.is_dir():
             raise DataError(f"{folder}: {LABEL_DIRS[kind]} label folder not found")
-    if size is not None and (size[0] % divisor or size[1] % divisor):
-        raise DataError(f"--size: {size[0]}x{size[1]} must be multiples of {divisor}")
+    space = space or get_space(DEFAULT_SPACE)
+    if size is not None:
+        check_frame_size(space, *size, "--size")
     clips = [c for source in sources for c in clips_of(Path(source))]
     ids = [clip for clip, _ in clips]
     if len(set(ids)) < len(ids):
@@ -126,7 +131,7 @@ def import_data(sources: list[str | Path], out: str | Path, *, labels: dict[str,
         for clip, where in clips:
             for name, stem, frame in _frames(where, reverse=flow_direction == "forward"):
                 if size is None:
-                    size = fitting_size(*frame.shape[:2], divisor)
+                    size = fitting_size(*frame.shape[:2], space.frame_divisor)
                 fit = Fit(*frame.shape[:2], *size)
                 _write_frame(staging / "clips" / clip, name, stem, fit, frame, labels, clip, len(clips) > 1)
                 bar.update()

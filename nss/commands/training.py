@@ -1,0 +1,70 @@
+"""`nss search`, `nss pretrain`, `nss retrain`."""
+from __future__ import annotations
+
+import argparse
+
+from search_spaces import is_architecture_file
+
+from ..config import options_of
+from ..errors import NSSError
+from . import Command
+from .options import add_run_options, run_config
+
+
+def run_search(args: argparse.Namespace) -> None:
+    from ..runs.folder import RunFolder
+    from ..training.api import search
+    result = search(run_config(args), out=args.out, force=args.force, resume=args.resume, progress=not args.quiet)
+    arch = result.architecture
+    print(f"run folder: {result.run_dir}")
+    print(f"architecture {arch.id}: {len(arch.heads)} of {len(arch.space.heads)} heads kept "
+          f"({result.run_dir / RunFolder.ARCHITECTURE})")
+    print(result.table())
+    if result.predicted_latency_ms is not None:
+        measured = f", measured {result.measured_latency_ms:.2f} ms" if result.measured_latency_ms is not None \
+            else f" ({result.latency_note})"
+        print(f"latency: predicted {result.predicted_latency_ms:.2f} ms by the cost table{measured}")
+    if result.undecided:
+        print(f"{len(result.undecided)} undecided: {', '.join(result.undecided)} ended within {result.margin} of the "
+              f"threshold {result.threshold}; a longer search, or another seed, may decide them differently")
+    else:
+        print(f"decisive: every gate ended at least {result.margin} away from the threshold {result.threshold}")
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from ..training.api import pretrain
+    path = pretrain(run_config(args), out=args.out, force=args.force, resume=args.resume, progress=not args.quiet)
+    print(f"run folder: {path}")
+    print(f"search from it with: nss search --from {path}")
+
+
+def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="?", help="architecture.json, or a space (name or JSON) for the full network")
+    add_run_options(parser, options_of("retrain"))
+
+
+def run_retrain(args: argparse.Namespace) -> None:
+    from ..training.api import retrain
+    target = {}
+    if args.target is not None:
+        if args.resume:
+            raise NSSError(f"{args.target}: a resumed run keeps its architecture; give only --out with --resume")
+        target = {"architecture" if is_architecture_file(args.target) else "space": args.target}
+    elif not args.resume:
+        raise NSSError("give the architecture.json to retrain (or a space name for the full network)")
+    path = retrain(run_config(args, **target), out=args.out, force=args.force, resume=args.resume,
+                   progress=not args.quiet)
+    print(f"run folder: {path}")
+    print(f"evaluate it with: nss evaluate {path} --split test")
+
+
+SEARCH = Command("search", "pretrain the supernet, search the gates, derive the architecture",
+                 lambda p: add_run_options(p, options_of("search")), run_search,
+                 "Neural Scale Search: pretraining with every head on, then single-level search of Gumbel-softmax "
+                 "gates and weights, then derivation.")
+PRETRAIN = Command("pretrain", "phase 1 alone: train the supernet with every head on",
+                   lambda p: add_run_options(p, options_of("pretrain")), run_pretrain)
+RETRAIN = Command("retrain", "train an architecture from scratch with task balancing", add_retrain_arguments,
+                  run_retrain, "Retrain a derived architecture (or the full space, the baseline) from scratch: deep "
+                  "supervision on its heads, task balancing, augmentation, periodic validation with best-checkpoint "
+                  "selection.")

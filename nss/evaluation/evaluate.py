@@ -1,0 +1,90 @@
+"""Evaluation: every metric of every head on a split, at full resolution, next to the trivial predictor."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from search_spaces import SearchSpace, parse_head
+from supernet import MostNet
+
+from ..model.outputs import to_full_resolution
+from ..model.step import batch_to
+from . import metrics
+
+METRICS: dict[str, Callable[..., torch.Tensor]] = {
+    "psnr": metrics.psnr, "ssim": metrics.ssim, "epe": metrics.epe, "mace": metrics.mace}
+
+
+def as_prediction(kind: str, output: torch.Tensor) -> torch.Tensor:
+    """What the metrics compare: images clipped to [0, 1], mask probabilities, flows and offsets as they are."""
+    if kind == "image":
+        return output.clamp(0, 1)
+    if kind == "mask":
+        return torch.sigmoid(output)
+    return output
+
+
+def trivial_prediction(kind: str, batch: dict) -> torch.Tensor:
+    """The BASELINE rows of the papers: the input frame, an all-foreground mask, zero flow, the identity."""
+    if kind == "image":
+        return batch["current"]
+    return torch.ones_like(batch["mask"]) if kind == "mask" else torch.zeros_like(batch[kind])
+
+
+class MetricSums:
+    """Numerator and denominator per key; IoU adds pixel counts, the others per-sample means (mean over frames)."""
+
+    def __init__(self):
+        self.sums: dict[tuple, list[float]] = {}
+
+    def add(self, key: tuple, metric: str, pred: torch.Tensor, target: torch.Tensor,
+            weight: torch.Tensor | None) -> None:
+        if metric == "iou":
+            num, den = (v.item() for v in metrics.iou_counts(pred, target, weight))
+        else:  # per-pixel weights exist for masks and flows only, whose metrics take them
+            extra = {} if weight is None else {"weight": weight}
+            num, den = METRICS[metric](pred, target, **extra).item() * len(pred), len(pred)
+        acc = self.sums.setdefault(key + (metric,), [0.0, 0.0])
+        acc[0] += num
+        acc[1] += den
+
+    def values(self) -> dict[tuple, float]:
+        return {key: (num / den if den else float("nan")) for key, (num, den) in self.sums.items()}
+
+
+@torch.no_grad()
+def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
+             batch_size: int = 4) -> pd.DataFrame:
+    """Long-form metrics (model, head, task, scale, metric, value) of every head of `network` and of the
+    trivial predictor (model "baseline"), over the labelled samples of `data`."""
+    was_training = network.training
+    network.eval()
+    sums = MetricSums()
+    for batch in DataLoader(data, batch_size=batch_size):
+        batch = batch_to(batch, device)
+        full = to_full_resolution(space, network(batch["previous"], batch["current"]))
+        for task in space.tasks:
+            valid = batch["valid"][task.kind]
+            if not valid.any():
+                continue
+            target = batch[task.kind][valid]
+            weight = batch["weight"][task.kind][valid] if task.kind in batch.get("weight", {}) else None
+            for metric in task.metrics:
+                baseline = trivial_prediction(task.kind, batch)[valid]
+                sums.add(("baseline", "baseline", task.name, 1), metric.name, baseline, target, weight)
+                for head in (h for h in full if parse_head(h)[0] == task.name):
+                    sums.add(("network", head, task.name, parse_head(head)[1]), metric.name,
+                             as_prediction(task.kind, full[head])[valid], target, weight)
+    network.train(was_training)
+    columns = ["model", "head", "task", "scale", "metric", "value"]
+    return pd.DataFrame([key + (value,) for key, value in sums.values().items()], columns=columns)
+
+
+def finest_per_task(table: pd.DataFrame, model: str = "network") -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} of each task's finest head: what the network delivers for that task."""
+    rows = table[table["model"] == model]
+    finest = rows[rows["scale"] == rows.groupby("task")["scale"].transform("min")]
+    return {task: dict(zip(group["metric"], group["value"])) for task, group in finest.groupby("task")}

@@ -1,0 +1,105 @@
+"""`pretrain`, `search` and `retrain`: each a list of phases run by the trainer into a run folder.
+
+To add a phase, write its class (nss.training.phases) and add it to its command's list here."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..config import RunConfig, inherited_options
+from ..errors import NonFiniteLossError, NSSError
+from ..runs.folder import RunFolder
+from .phases import Phase, PretrainPhase, RetrainPhase, SearchPhase, SearchResult
+from .session import Session
+from .tensorboard import require_tensorboard
+from .trainer import Trainer
+
+# The phases of each training command, in order; a search started `--from` a pretraining skips pretraining.
+COMMANDS: dict[str, Callable[[Session], list[Phase]]] = {
+    "pretrain": lambda s: [PretrainPhase(s)],
+    "search": lambda s: ([] if s.config.from_run else [PretrainPhase(s)]) + [SearchPhase(s)],
+    "retrain": lambda s: [RetrainPhase(s)],
+}
+
+
+def default_run_dir(command: str, session: Session, phases: list[Phase]) -> Path:
+    """runs/<command>-<what it trains><phase tags>-seed<seed>-<time>, e.g. runs/search-most_net_plus-tau5-seed0-…"""
+    c = session.config
+    what = session.network.architecture.id if c.architecture else session.space.name
+    tags = "".join(p.folder_tag() for p in phases)
+    return Path("runs") / f"{command}-{what}{tags}-seed{c.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_run(command: str, config: RunConfig | None, out: str | Path | None, force: bool,
+             resume: bool) -> tuple[Trainer, list[Phase], dict | None]:
+    """Check everything and build the phases, then create (or reopen) the run folder: a bad input never leaves a
+    folder behind."""
+    if resume:
+        if out is None:
+            raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
+        if config is not None:
+            raise NSSError("a resumed run keeps its saved configuration: give only --out with --resume")
+        run = RunFolder(out).require_existing()
+        made_by, config = run.config()
+        if made_by != command:
+            raise NSSError(f"{run.path}: made by `nss {made_by}`, not `nss {command}`")
+        state = run.load_checkpoint()
+        session = Session.open(config)
+        phases = COMMANDS[command](session)
+    else:
+        config = (config or RunConfig()).validate()
+        source = None
+        if config.from_run:  # start from a pretraining's weights, on its network and data
+            source = RunFolder(config.from_run).require_existing()
+            inherited = source.config()[1]
+            config = replace(config, **{k: getattr(inherited, k) for k in inherited_options()}).validate()
+        session = Session.open(config)
+        phases = COMMANDS[command](session)
+        if config.tensorboard:
+            require_tensorboard()
+        if source is not None:
+            source.load_weights(RunFolder.PRETRAINED, session.network)
+        run = RunFolder(out or default_run_dir(command, session, phases)).create(force)
+        run.write_config(command, session.config)
+        run.write_json(RunFolder.SPACE, session.space.to_dict())
+        for phase in phases:
+            phase.prepare(run)
+        state = None
+    return Trainer(session, run), phases, state
+
+
+def _train(command: str, config: RunConfig | None, out: str | Path | None, force: bool, resume: bool,
+           progress: bool) -> tuple[Path, list[Phase]]:
+    trainer, phases, state = open_run(command, config, out, force, resume)
+    trainer.progress = progress
+    try:
+        trainer.run_phases(phases, state)
+    except NonFiniteLossError:
+        raise  # what the run had learnt until then is worth keeping
+    except Exception:
+        if state is None and trainer.steps_taken == 0:  # failed at its start: leave nothing to block a re-run
+            shutil.rmtree(trainer.run.path, ignore_errors=True)
+        raise
+    return trainer.run.path, phases
+
+
+def pretrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+             resume: bool = False, progress: bool = True) -> Path:
+    """Phase 1 alone: train the supernet with every head on. Returns the run folder."""
+    return _train("pretrain", config, out, force, resume, progress)[0]
+
+
+def search(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+           resume: bool = False, progress: bool = True) -> SearchResult:
+    """Neural Scale Search: pretrain (unless `config.from_run`), search the gates, derive the architecture."""
+    return _train("search", config, out, force, resume, progress)[1][-1].result
+
+
+def retrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
+            resume: bool = False, progress: bool = True) -> Path:
+    """Train `config.architecture` (or the full space) from scratch with task balancing `config.balancing`,
+    validating every `config.val_every` steps; `checkpoints/best.pt` holds the best multi-task score."""
+    return _train("retrain", config, out, force, resume, progress)[0]

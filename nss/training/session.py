@@ -1,0 +1,91 @@
+"""What a training run is made of, opened once from its configuration and checked before anything is written:
+the device, the network, the training data and, when a phase asks for it, the validation split."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import torch
+from torch.utils.data import Dataset
+
+from search_spaces import SearchSpace, get_size
+from supernet import MostNet, build_network
+
+from ..config import RunConfig, check_frame_size
+from ..data import open_split, require_usable_folder
+from ..device import network_size, resolve_device, use_threads
+from ..errors import DataError
+from ..runs.trained import trained_architecture
+
+
+@dataclass
+class Session:
+    config: RunConfig  # resolved: network size, device, learning rate, threads, steps, a data folder's frame size
+    space: SearchSpace
+    device: torch.device
+    network: MostNet
+    data: Dataset
+
+    @classmethod
+    def open(cls, config: RunConfig) -> "Session":
+        device = resolve_device(config.device)
+        size_name = network_size(config.network, device)
+        architecture = trained_architecture(config)
+        space = architecture.space
+        data = open_split(config, "train")
+        missing = [t.name for t in space.tasks if t.kind not in data.kinds]
+        if missing:
+            raise DataError(f"{config.data}: no labels for task(s) {missing} of space {space.name!r}")
+        unlabelled = {t: why for t, why in data.unlabelled_tasks().items() if t in {task.name for task in space.tasks}}
+        if unlabelled:  # a declared task with nothing to learn from: refuse, do not train it silently on nothing
+            task, why = next(iter(unlabelled.items()))
+            raise DataError(f"{config.data}: task {task!r} of the training split has {why}")
+        if config.data != "synthetic":
+            config = replace(config, frame_size=folder_frame_size(config, space, data.frame_size))
+        if len(data) < config.batch_size:
+            raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
+        threads = use_threads(config.threads)
+        torch.manual_seed(config.seed)
+        network = build_network(architecture, get_size(size_name)).to(device)
+        per_epoch = len(data) // config.batch_size
+        lr = config.lr if config.lr is not None else (1e-4 if size_name == "paper" else 1e-3)
+        config = replace(config, network=size_name, device=str(device), lr=lr, threads=threads,
+                         pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, per_epoch),
+                         search_steps=_steps(config.search_steps, config.search_epochs, per_epoch),
+                         retrain_steps=_steps(config.retrain_steps, config.retrain_epochs, per_epoch))
+        return cls(config, space, device, network, data)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // self.config.batch_size
+
+    @cached_property
+    def validation(self) -> Dataset:
+        """The validation split, opened and checked by the first phase that needs it (retraining's validation,
+        bi-level's gate steps): phases are made before the run folder, so a bad split is refused before any work."""
+        data = open_split(self.config, "val")
+        if len(data) < self.config.batch_size:
+            raise DataError(f"{self.config.data}: {len(data)} validation pairs, fewer than the batch size "
+                            f"{self.config.batch_size}")
+        unscored = [t.name for t in self.space.tasks if t.name in data.unlabelled_tasks()]
+        if unscored:  # Δ_MTL (best.pt, bi-level's α steps) would leave the task out, or compare unlike scores
+            raise DataError(f"{self.config.data}: the validation split has no labels for {', '.join(unscored)}; "
+                            "validation scores every task")
+        return data
+
+
+def folder_frame_size(config: RunConfig, space: SearchSpace, size: tuple[int, int]) -> str:
+    """A data folder's frame size `size`, once the folder is known to be usable to the end and its frames fit
+    `space`."""
+    require_usable_folder(config.data)
+    h, w = size
+    check_frame_size(space, h, w, f"{config.data}: frames are")
+    if config.frame_size is not None and config.frame_size != f"{h}x{w}":
+        raise DataError(f"--frame-size {config.frame_size}: {config.data} has {h}x{w} frames (a data folder's frames "
+                        "are its own size; leave --frame-size out)")
+    return f"{h}x{w}"
+
+
+def _steps(steps: int, epochs: float | None, steps_per_epoch: int) -> int:
+    return steps if epochs is None else max(1, math.ceil(epochs * steps_per_epoch))
