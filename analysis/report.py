@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nss.experiments.experiment import is_experiment
 from nss.errors import DataError
+from nss.experiments.experiment import is_experiment
 from nss.io import staged_directory
 from nss.runs.folder import RunFolder
 from search_spaces import Architecture

@@ -18,17 +18,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 import nss
 from nss.deploy.cost_table import measure_cost_table
 from nss.deploy.profile import interleaved_times
 from nss.evaluation.evaluate import finest_per_task
 from nss.evaluation.metrics import delta_mtl
+from nss.model.costs import reference_network
 from nss.runs.folder import RunFolder
 from nss.scale_search.latency import CostTable
-from search_spaces import get_size, get_space
-from supernet import build_network
+from search_spaces import get_space
 
 
 def main() -> None:
@@ -63,10 +62,8 @@ def main() -> None:
 
     # the supernet is timed again beside the derived networks: a CPU that has sped up or slowed down since the
     # table was measured moves them all alike, and the ratio to the target is taken at today's speed
-    networks = {"supernet": build_network(space, get_size(args.network))}
-    for name, result in searches.items():
-        torch.manual_seed(0)
-        networks[name] = build_network(result.architecture, get_size(args.network))
+    networks = {"supernet": reference_network(space, args.network)}
+    networks.update({name: reference_network(result.architecture, args.network) for name, result in searches.items()})
     times = interleaved_times(networks, height, width, backend="onnxruntime", iters=args.iters)
     measured = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     drift = measured["supernet"] / full

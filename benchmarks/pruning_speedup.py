@@ -21,10 +21,8 @@ from pathlib import Path
 import torch
 
 from nss.deploy.profile import backend_runs, resolve_backend, time_interleaved
-from nss.device import resolve_device
-from nss.model.costs import PAPER_NETWORKS, count_flops, count_parameters
-from search_spaces import get_size
-from supernet import build_network
+from nss.device import backend_device
+from nss.model.costs import PAPER_NETWORKS, count_flops, count_parameters, reference_network
 
 PAIRS = (("MOST-NET+ DW", "MOST-NET+ SW"), ("MOST-NET++", "MOST-NSS++"))
 
@@ -38,15 +36,14 @@ def main() -> None:
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     backend, _ = resolve_backend(args.backend)
-    device = torch.device("cuda") if backend == "tensorrt" else resolve_device("auto")
+    device = backend_device(backend)
     fp16 = device.type == "cuda"
     papers = {p.name: p for p in PAPER_NETWORKS}
 
     costs, runs = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name, paper in papers.items():
-            torch.manual_seed(0)
-            network = build_network(paper.architecture(), get_size(args.network))
+            network = reference_network(paper.architecture(), args.network)
             costs[name] = (count_parameters(network), count_flops(network, height, width))
             sub = Path(folder) / name.replace(" ", "_")
             sub.mkdir()

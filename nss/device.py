@@ -78,11 +78,11 @@ def other_load(seconds: float = 0.1) -> float | None:
     return load.cores
 
 
-def use_threads(requested: int | None, *, timing: bool = False) -> int:
-    """Set torch's CPU threads and return how many: `requested`, else as many as torch uses now (its default,
+def choose_threads(requested: int | None, *, timing: bool = False) -> int:
+    """How many CPU threads torch is to use: `requested`, else as many as it uses now (its default,
     OMP_NUM_THREADS, or what the caller set). For timing (`timing`), where threads competing with other processes
     for the cores make a figure meaningless, the default is the cores left idle (at least one); training keeps its
-    threads, whose numbers do not depend on what else runs, and says when other processes compete for the cores."""
+    threads, whose numbers do not depend on what else runs."""
     threads = requested or torch.get_num_threads()
     if requested is None:
         busy = other_load()
@@ -93,6 +93,16 @@ def use_threads(requested: int | None, *, timing: bool = False) -> int:
             threads = idle
         elif idle < threads:
             log.info("note: other processes keep %.1f cores busy; training with %d torch threads competes with "
-                        "them (--threads sets how many)", busy, threads)
-    torch.set_num_threads(threads)
+                     "them (--threads sets how many)", busy, threads)
     return threads
+
+
+@contextmanager
+def using_threads(threads: int) -> Iterator[int]:
+    """torch on `threads` CPU threads for the length of the block, then as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

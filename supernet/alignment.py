@@ -28,8 +28,8 @@ def cost_volume(current: torch.Tensor, aligned: torch.Tensor, radius: int = COST
     [−radius, radius]², zero outside the frame. (B, c, h, w) × 2 → (B, (2·radius + 1)², h, w).
 
     Products of the two frames are what motion is read from; a stack of convolutions over their concatenation
-    has to learn such products first, and on a CPU budget it sits on the zero-motion plateau for a random
-    500 to 1500+ steps before it does (runs/reference-groundtruth)."""
+    has to learn such products first, and on a short schedule it leaves the zero-motion plateau late and at a random
+    step (measured in runs/reference-groundtruth/README.md)."""
     h, w = current.shape[-2:]
     padded = F.pad(aligned, (radius, radius, radius, radius))
     side = 2 * radius + 1

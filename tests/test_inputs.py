@@ -13,7 +13,6 @@ import yaml
 
 import nss
 from nss.cli import main
-from nss.scale_search.derive import save_architecture
 from search_spaces import Architecture, get_space
 
 from conftest import TINY_FLAGS, tiny_config

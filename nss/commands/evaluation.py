@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..device import use_threads
+    from ..device import choose_threads, using_threads
     from ..evaluation.runs import evaluate_run
     from ..runs.folder import RunFolder
-    use_threads(args.threads)
-    table = evaluate_run(args.run, args.split, device=args.device, reference=args.reference,
-                         eval_clips=args.eval_clips, data=args.data)
+    with using_threads(choose_threads(args.threads)):
+        table = evaluate_run(args.run, args.split, device=args.device, reference=args.reference,
+                             eval_clips=args.eval_clips, data=args.data)
     print(f"{args.run} on {args.split} of {args.data or 'its own data'} ({table['checkpoint'].iloc[0]}), written to "
           f"{Path(args.run) / RunFolder.EVAL}")
     overall = table[table["task"] == "all"]

@@ -32,7 +32,7 @@ from ..data.formats import read_image, write_flo
 from ..data.importer import clips_of, frame_files
 from ..data.video import VideoWriter, is_video, read_video, video_info
 from ..data.visualize import flow_to_colour, overlay_mask, side_by_side, to_uint8
-from ..device import use_threads
+from ..device import choose_threads, using_threads
 from ..errors import NSSError
 from ..evaluation.evaluate import MetricSums, as_prediction
 from ..io import staged_directory
@@ -104,11 +104,11 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
     chosen = chosen_heads(tuple(network.heads), kinds, heads)
     height, width = size or model.config.frame_height_width
     check_frame_size(space, height, width, "--size")
-    use_threads(threads, timing=True)
+    threads = choose_threads(threads, timing=True)
     fps = fps or (video_info(source)["fps"] if is_video(source) else 25.0)
     rows, counts, network_seconds = [], {}, 0.0
     began = time.perf_counter()
-    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad():
+    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad(), using_threads(threads):
         for clip, frames in _clips(source, split):
             writer, cached, count = None, None, 0  # the first frame of a run is its own previous frame
             for name, frame, sample, starts_run in tqdm(frames, desc=clip, unit="frame", disable=not progress):

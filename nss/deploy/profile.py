@@ -103,7 +103,7 @@ def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
         export_onnx(network, path, height, width, streaming=streaming)
         options = ort.SessionOptions()
         # ONNX Runtime's threads spin after a run, waiting for the next one: while networks take turns, the last
-        # one's spinning threads take the CPU from the one being timed (2x on 2 cores); stopped, each is timed alone
+        # one's spinning threads take the CPU from the one being timed; stopped, each is timed alone
         options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {k: v.numpy() for k, v in graph_inputs(network, height, width, streaming).items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 from search_spaces import Architecture, get_space, is_architecture_file
 
 from ..config import check_frame_size
-from ..device import backend_device, busy_note, network_size, use_threads
+from ..device import backend_device, busy_note, choose_threads, network_size, using_threads
 from ..errors import NSSError
 from ..io import atomic_write_text
 from ..model.costs import reference_network
@@ -43,16 +43,18 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
         size_name, home = network_size(network, torch_device), Path(".")
     size = size or (256, 256)
     check_frame_size(architecture.space, *size, "--size")
-    use_threads(threads, timing=True)
-    if per_head:
-        report = measure_cost_table(architecture.space, size=size_name, height=size[0], width=size[1],
-                                    backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
-        path = Path(out) if out else home / RunFolder.COST_TABLE_MEASURED
-    else:
-        report = profile_network(reference_network(architecture, size_name), height=size[0], width=size[1],
-                                 backend=backend, device=str(torch_device), fp16=fp16, iters=iters, warmup=warmup)
-        report["network"] = size_name
-        path = Path(out) if out else home / RunFolder.PROFILE
+    with using_threads(choose_threads(threads, timing=True)):
+        if per_head:
+            report = measure_cost_table(architecture.space, size=size_name, height=size[0], width=size[1],
+                                        backend=backend, device=str(torch_device), fp16=fp16, iters=iters,
+                                        warmup=warmup)
+            path = Path(out) if out else home / RunFolder.COST_TABLE_MEASURED
+        else:
+            report = profile_network(reference_network(architecture, size_name), height=size[0], width=size[1],
+                                     backend=backend, device=str(torch_device), fp16=fp16, iters=iters,
+                                     warmup=warmup)
+            report["network"] = size_name
+            path = Path(out) if out else home / RunFolder.PROFILE
     note = "; ".join(n for n in (note, busy_note(report["other_load_cores"], f"the profile of {target}")) if n) or None
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return report, path, note

@@ -29,8 +29,8 @@ from .runner import ListSource, Resources, job, ray_session, run_trials
 
 SPLITS = ("val", "test")
 # Validation and test clips of a ground truth's synthetic data unless --eval-clips says otherwise: the training
-# default (a quarter of the 24 training clips) measures a network on 6 clips, so few that the val and test
-# rankings of the same 64 retrainings agree only at Kendall τ 0.53; on 48 at 0.72 (runs/reference-groundtruth).
+# default (a quarter of the 24 training clips) measures a network on 6 clips, too few for two retrainings' order to
+# hold between the validation and the test split (runs/reference-groundtruth/README.md measures it).
 GROUNDTRUTH_EVAL_CLIPS = 48
 GROUNDTRUTH_JOB = "groundtruth"
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from search_spaces import SpaceError
 
+from ..device import using_threads
 from ..errors import NSSError
 from .experiment import Experiment, Trial
 
@@ -226,15 +227,11 @@ def run_trials(source: TrialSource, experiment: Experiment, resources: Resources
 def _run_inline(source: TrialSource, experiment: Experiment, resources: Resources,
                 finished: Callable[[Trial, dict[str, Any]], None]) -> None:
     """One trial after another in this process, each with `cpus_per_trial` torch threads."""
-    import torch
-    threads = torch.get_num_threads()
-    try:
+    with using_threads(resources.cpus_per_trial):
         while (trial := source.next_trial()) is not None:
             if trial == WAIT:  # nothing runs beside this one, so nothing could release a trial
                 raise NSSError(f"{experiment.path}: the trials left wait for one another")
             finished(trial, execute(trial, experiment, resources.cpus_per_trial))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_on_ray(source: TrialSource, experiment: Experiment, resources: Resources,

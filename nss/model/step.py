@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
@@ -12,9 +12,13 @@ from supernet import MostNet
 from .losses import head_losses
 from .outputs import refinements, to_full_resolution
 
-if TYPE_CHECKING:
-    from ..scale_search.gates import GateSample
-    from ..training.balancing import Balancer
+
+class TaskWeights(Protocol):
+    """What weighs the tasks' losses: a balancer (nss.training.balancing)."""
+
+    def weights(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def regularizer(self) -> torch.Tensor | float: ...
 
 
 @dataclass
@@ -26,12 +30,12 @@ class StepResult:
     deltas: dict[str, torch.Tensor]  # Δ per non-coarsest head
     extra: torch.Tensor | None = None  # the part of `loss` that belongs to no task (sparsity, UW regulariser)
     head_losses: dict[str, torch.Tensor] | None = None  # per head, where the loss is made of them
-    sample: GateSample | None = None  # search: the gate sample the step was taken with
+    sample: Any = None  # search: the gate sample the step was taken with (nss.scale_search.gates.GateSample)
     sparsity: torch.Tensor | None = None  # search: L_0 of what the sparsity term saw
     expected_latency: torch.Tensor | None = None  # search with a cost table: the drawn architecture's cost (ms)
 
 
-def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer: Balancer) -> StepResult:
+def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer: TaskWeights) -> StepResult:
     """Σ_i λ_i Σ_s L_i(O_i^1, u_i(Ô_i^s)) over the heads the network has (deep supervision, MOST eq. 2).
 
     Pretraining is this on the supernet with fixed λ (LS); retraining on a derived network with any balancer.

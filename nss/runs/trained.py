@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from search_spaces import Architecture, SearchSpace, get_size, get_space
-from supernet import MostNet, build_network
+from search_spaces import Architecture, SearchSpace, get_space
+from supernet import MostNet
 
 from ..config import RunConfig
 from ..device import resolve_device
 from ..errors import NSSError
 from ..io import refuse_existing
+from ..model.costs import reference_network
 from ..scale_search.derive import (
     derive_architecture,
     save_architecture,
@@ -61,8 +62,7 @@ class TrainedModel:
         command, config = folder.config()
         if device is None:
             device = config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu"
-        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: draw them on the side
-            network = build_network(trained_architecture(config), get_size(config.network))
+        network = reference_network(trained_architecture(config), config.network)  # its weights are overwritten
         checkpoint = folder.trained_checkpoint()
         state = folder.load_weights(checkpoint, network)
         last = state if checkpoint == RunFolder.LAST else folder.load_checkpoint(RunFolder.LAST)
@@ -87,8 +87,7 @@ class TrainedModel:
         log.warning("note: %s is a search run: using its derived architecture (%d of %d heads) with the supernet's "
                     "weights; `nss retrain %s` trains it", self.folder.path, len(architecture.heads),
                     len(architecture.space.heads), path)
-        with torch.random.fork_rng(devices=[]):
-            derived = build_network(architecture, get_size(self.config.network))
+        derived = reference_network(architecture, self.config.network)
         inherited = self.network.state_dict()
         derived.load_state_dict({name: inherited[name] for name in derived.state_dict()})
         return replace(self, network=derived.to(self.device).eval())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import RunConfig, inherited_options
+from ..device import using_threads
 from ..errors import NonFiniteLossError, NSSError
 from ..runs.folder import RunFolder
 from .phases import Phase, PretrainPhase, RetrainPhase, SearchPhase, SearchResult
@@ -76,7 +77,8 @@ def _train(command: str, config: RunConfig | None, out: str | Path | None, force
     trainer, phases, state = open_run(command, config, out, force, resume)
     trainer.progress = progress
     try:
-        trainer.run_phases(phases, state)
+        with using_threads(trainer.config.threads):
+            trainer.run_phases(phases, state)
     except NonFiniteLossError:
         raise  # what the run had learnt until then is worth keeping
     except Exception:

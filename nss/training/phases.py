@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -35,9 +35,6 @@ from ..scale_search.objective import SearchObjective
 from .balancing import make as make_balancer
 from .session import Session
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
 VALIDATION_STREAM = 3
 log = logging.getLogger("nss")
 
@@ -46,6 +43,21 @@ def phase_seed(seed: int, stream: int) -> int:
     """The global RNG's seed at the start of a phase: seed·3 + stream for the first three streams (how every run
     has been seeded), a hash of both for later ones (seed·3 + stream would meet another seed's)."""
     return seed * 3 + stream if stream < 3 else int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+class Trainer(Protocol):
+    """What a phase uses of the trainer that runs it (nss.training.trainer)."""
+
+    run: RunFolder
+
+    def batches(self, stream: int, start: int, steps: int, data: Any = None) -> Iterator[dict]: ...
+
+    def descend(self, phase: "Phase", step: int, result: StepResult, optimizers: Sequence[str],
+                measure: bool = False) -> None: ...
+
+    def row_key(self, phase: "Phase", step: int) -> dict[str, Any]: ...
+
+    def log(self, phase: "Phase", step: int, table: str, rows: list[dict[str, Any]]) -> None: ...
 
 
 class Phase:

@@ -14,7 +14,7 @@ from supernet import MostNet, build_network
 
 from ..config import RunConfig, check_frame_size
 from ..data import open_split, require_usable_folder
-from ..device import network_size, resolve_device, use_threads
+from ..device import choose_threads, network_size, resolve_device
 from ..errors import DataError
 from ..runs.trained import trained_architecture
 
@@ -45,7 +45,7 @@ class Session:
             config = replace(config, frame_size=folder_frame_size(config, space, data.frame_size))
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
-        threads = use_threads(config.threads)
+        threads = choose_threads(config.threads)
         torch.manual_seed(config.seed)
         network = build_network(architecture, get_size(size_name)).to(device)
         per_epoch = len(data) // config.batch_size
