@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
@@ -184,4 +185,8 @@ def plot_pareto(runs: Runs) -> Figure:
     backends = ", ".join(sorted(set(table["backend"] + " " + table["device"])))
     ax.set(xlabel=f"median latency, batch 1 (ms; {backends})", ylabel="Δ_MTL vs trivial predictor (%)",
            title="Quality against latency")
+    busy = table[pd.to_numeric(table["other_load_cores"], errors="coerce") >= 0.5]
+    if len(busy):  # a latency timed beside other work is slower than the network is
+        fig.text(0.01, 0.005, "timed on a busy machine: " + ", ".join(
+            f"{r.run} ({r.other_load_cores:.1f} cores taken)" for r in busy.itertuples()), fontsize=7, color="darkred")
     return fig

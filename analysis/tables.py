@@ -150,7 +150,8 @@ def validation_table(runs: Runs | str | Path) -> pd.DataFrame:
 
 def pareto_table(runs: Runs | str | Path) -> pd.DataFrame:
     """Per run with profile.json and eval.csv: median latency, parameters, FLOPs and Δ_MTL (%) of each task's
-    finest head against the trivial predictor; `pareto` marks runs no other run beats on both latency and Δ_MTL."""
+    finest head against the trivial predictor; `pareto` marks runs no other run beats on both latency and Δ_MTL.
+    `other_load_cores`: the cores other processes kept busy while the run was timed (empty for older profiles)."""
     rows = []
     for run in _as_list(runs):
         profile_path, eval_path = Path(run) / RunFolder.PROFILE, Path(run) / RunFolder.EVAL
@@ -162,7 +163,9 @@ def pareto_table(runs: Runs | str | Path) -> pd.DataFrame:
         score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), space.tasks)
         rows.append({"run": run_label(run), "latency_ms": profile["latency_ms"]["median"],
                      "backend": profile["backend"], "device": profile["device"], "params": profile["params"],
-                     "flops": profile["flops"], "delta_mtl": score})
-    table = pd.DataFrame(rows, columns=["run", "latency_ms", "backend", "device", "params", "flops", "delta_mtl"])
+                     "flops": profile["flops"], "delta_mtl": score, "torch_threads": profile.get("torch_threads"),
+                     "other_load_cores": profile.get("other_load_cores")})
+    table = pd.DataFrame(rows, columns=["run", "latency_ms", "backend", "device", "params", "flops", "delta_mtl",
+                                        "torch_threads", "other_load_cores"])
     table["pareto"] = pareto_mask(table["latency_ms"], table["delta_mtl"])
     return table

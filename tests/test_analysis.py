@@ -88,3 +88,17 @@ def test_nss_report_writes_figures_tables_and_markdown(study, tmp_path, capsys):
     assert main(["report", str(study[0]), "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 1
+
+
+def test_a_latency_timed_on_a_busy_machine_is_marked_in_the_pareto_figure(study, tmp_path):
+    import json
+    import shutil
+    runs = [shutil.copytree(run, tmp_path / name) for run, name in ((study[0], "quiet-run"), (study[2], "busy-run"))]
+    for run, cores in zip(runs, (0.0, 1.5)):  # what profiling measured of the other processes while it timed
+        profile = json.loads((run / "profile.json").read_text())
+        assert "other_load_cores" in profile and profile["torch_threads"] >= 1  # every profile says so
+        (run / "profile.json").write_text(json.dumps(dict(profile, other_load_cores=cores)))
+    table = analysis.pareto_table(runs).set_index("run")
+    assert table["other_load_cores"].to_dict() == {"quiet-run": 0.0, "busy-run": 1.5}
+    texts = [t.get_text() for t in analysis.plot_pareto(runs).texts]
+    assert texts == ["timed on a busy machine: busy-run (1.5 cores taken)"]
