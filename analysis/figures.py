@@ -8,19 +8,8 @@ from matplotlib.figure import Figure
 
 from search_spaces import Architecture, head_name
 
-from .tables import (
-    Runs,
-    architecture_table,
-    conflict_rates,
-    gate_table,
-    group_conflict_rates,
-    pair_conflict_rates,
-    pareto_table,
-    run_config,
-    run_label,
-    scale_gain_table,
-    validation_table,
-)
+from .tables import (Runs, architecture_table, conflict_rates, gate_table, group_conflict_rates, pair_conflict_rates,
+                     pareto_table, run_config, run_label, scale_gain_table, validation_table)
 
 
 def _bars(ax, frame, category: str, series: str, value: str) -> None:

@@ -10,13 +10,7 @@ from nss.model.step import supervised_loss
 from nss.scale_search.gates import Gates
 from nss.scale_search.objective import SearchObjective
 from nss.training.balancing import make as make_balancer
-from nss.training.conflicts import (
-    backward_per_task,
-    conflict_rows,
-    cosine_matrix,
-    module_group,
-    shared_parameters,
-)
+from nss.training.conflicts import backward_per_task, conflict_rows, cosine_matrix, module_group, shared_parameters
 from search_spaces import get_size, get_space
 from supernet import build_network
 

@@ -4,14 +4,8 @@ import torch
 
 from nss.cli import main
 from nss.deploy.export import export_onnx
-from nss.model.costs import (
-    PAPER_NETWORKS,
-    component_costs,
-    count_flops,
-    count_parameters,
-    head_share_table,
-    paper_network_table,
-)
+from nss.model.costs import (PAPER_NETWORKS, component_costs, count_flops, count_parameters, head_share_table,
+                             paper_network_table)
 from search_spaces import get_size, get_space, list_spaces
 from supernet import build_network
 from supernet.heads import HomographyHead

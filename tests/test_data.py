@@ -5,14 +5,7 @@ import pytest
 import torch
 
 from nss import DataError, RunConfig, check_folder, open_dataset
-from nss.data import (
-    FolderDataset,
-    SyntheticDataset,
-    SyntheticSpec,
-    corner_offsets,
-    render_clip,
-    synthetic_spec,
-)
+from nss.data import FolderDataset, SyntheticDataset, SyntheticSpec, corner_offsets, render_clip, synthetic_spec
 from supernet import flow_from_homography, homography_from_offsets, warp
 
 from conftest import TINY_SPEC

@@ -19,17 +19,8 @@ from nss.cli import main
 from nss.data import synthetic_spec
 from nss.evaluation.metrics import pareto_mask
 from nss.experiments.experiment import Experiment, Trial
-from nss.experiments.groundtruth import (
-    GROUNDTRUTH_EVAL_CLIPS,
-    _describe,
-    enumerate_architectures,
-    groundtruth_base,
-    groundtruth_trials,
-    marginal_values,
-    ranking_table,
-    summary,
-    tie_margin,
-)
+from nss.experiments.groundtruth import (GROUNDTRUTH_EVAL_CLIPS, _describe, enumerate_architectures, groundtruth_base,
+                                         groundtruth_trials, marginal_values, ranking_table, summary, tie_margin)
 from nss.experiments.runner import Resources, ray_session
 from nss.runs.folder import RunFolder
 from search_spaces import Architecture, SearchSpace, get_space

@@ -10,13 +10,7 @@ from torch.utils.data import default_collate
 
 import nss
 from nss.cli import main
-from nss.data import (
-    SyntheticDataset,
-    SyntheticSpec,
-    open_dataset,
-    render_clip,
-    synthetic_spec,
-)
+from nss.data import SyntheticDataset, SyntheticSpec, open_dataset, render_clip, synthetic_spec
 from nss.data.augment import augment, flip
 from nss.data.samples import make_sample
 from nss.evaluation.evaluate import evaluate

@@ -9,14 +9,7 @@ from nss.scale_search.gates import Gates
 from nss.scale_search.objective import SearchObjective
 from nss.training.balancing import make as make_balancer
 from search_spaces import Architecture, get_size, get_space, list_spaces, parse_head
-from supernet import (
-    build_network,
-    flow_from_homography,
-    homography_from_offsets,
-    motion_to_flow,
-    rescale_output,
-    warp,
-)
+from supernet import build_network, flow_from_homography, homography_from_offsets, motion_to_flow, rescale_output, warp
 from supernet.alignment import COST_CHANNELS, cost_volume
 
 from conftest import tiny_batch

@@ -10,14 +10,7 @@ from nss.cli import main
 from nss.errors import NSSError
 from nss.experiments.experiment import Experiment
 from nss.experiments.runner import Resources, ray_session
-from nss.experiments.tune import (
-    DEFAULT_PARAMS,
-    STUDY_NAME,
-    StudySource,
-    distributions,
-    load_params,
-    open_study,
-)
+from nss.experiments.tune import DEFAULT_PARAMS, STUDY_NAME, StudySource, distributions, load_params, open_study
 
 TUNE_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
               "--device", "cpu", "--pretrain-steps", "4", "--search-steps", "4", "--retrain-steps", "2",

@@ -8,14 +8,8 @@ from ..config import OPTIONS, RETRAIN, options_of, sweepable, trial_options
 from ..errors import NSSError
 from ..experiments import OBJECTIVES, STUDY_NAME
 from . import Command
-from .options import (
-    add_config_options,
-    add_latency_measurement,
-    add_trial_resources,
-    experiment_base,
-    int_list,
-    resources,
-)
+from .options import (add_config_options, add_latency_measurement, add_trial_resources, experiment_base, int_list,
+                      resources)
 
 SWEEPABLE, RETRAINING = sweepable(), trial_options(RETRAIN)
 GROUNDTRUTH_OPTIONS = tuple(o for o in options_of("retrain") if OPTIONS[o].trial)

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import (
-    GROUP_TITLES,
-    OPTIONS,
-    Option,
-    RunConfig,
-    inherited_options,
-    parse_frame_size,
-    resolve_config,
-)
+from ..config import GROUP_TITLES, OPTIONS, Option, RunConfig, inherited_options, parse_frame_size, resolve_config
 from ..deploy import BACKENDS
 from ..errors import NSSError
 

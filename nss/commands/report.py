@@ -13,9 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from analysis import (
-        build_report,  # matplotlib and the analysis tables: only this command needs them
-    )
+    from analysis import build_report  # matplotlib and the analysis tables: only this command needs them
     out = build_report(args.runs, args.out, force=args.force)
     print(f"wrote {out / 'report.md'}")
 

@@ -13,13 +13,7 @@ from ..device import OtherLoad, backend_device
 from ..errors import NSSError
 from ..model.costs import count_flops, count_parameters, reference_network
 from ..scale_search.latency import CostTable, optional_stages
-from .profile import (
-    interleaved_times,
-    machine,
-    profile_network,
-    resolve_backend,
-    tensorrt_available,
-)
+from .profile import interleaved_times, machine, profile_network, resolve_backend, tensorrt_available
 
 
 def _keeping(space: SearchSpace, heads: list[str] | tuple[str, ...]) -> Architecture:

@@ -44,8 +44,8 @@ def _evaluation_data(model: TrainedModel, split: str, data: str | Path | None, e
             raise NSSError(f"--eval-clips: {model.folder.path} is measured on {source}, whose splits are fixed; only "
                            "synthetic data grows them")
         return open_split(replace(config, eval_clips=eval_clips).validate(), split)
-    if data is None or str(data) == "synthetic":
-        return open_split(config, split)
+    if data is None or str(data) == "synthetic":  # the run's own data, or synthetic clips at its frame size
+        return open_split(replace(config, data=str(data or config.data)), split)
     require_usable_folder(data)
     dataset = open_dataset(data, split)
     missing = [t.name for t in model.space.tasks if t.kind not in dataset.kinds]

@@ -17,14 +17,7 @@ import pandas as pd
 
 from search_spaces import list_spaces
 
-from ..config import (
-    OPTIONS,
-    SEARCH,
-    RunConfig,
-    absolute_paths,
-    resolve_config,
-    sweepable,
-)
+from ..config import OPTIONS, SEARCH, RunConfig, absolute_paths, resolve_config, sweepable
 from ..errors import NSSError
 from ..io import atomic_write
 from ..training.api import pretrain, search

@@ -21,11 +21,7 @@ import yaml
 from search_spaces import get_space
 
 from ..config import OPTIONS, RETRAIN, SEARCH, RunConfig, resolve_config, trial_options
-from ..deploy.profile import (
-    latency_against_reference,
-    measurement_options,
-    reference_latency,
-)
+from ..deploy.profile import latency_against_reference, measurement_options, reference_latency
 from ..device import network_size, resolve_device
 from ..errors import NSSError
 from ..evaluation.runs import evaluate_splits

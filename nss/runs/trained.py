@@ -17,11 +17,7 @@ from ..device import resolve_device
 from ..errors import NSSError
 from ..io import refuse_existing
 from ..model.costs import reference_network
-from ..scale_search.derive import (
-    derive_architecture,
-    save_architecture,
-    with_fixed_heads,
-)
+from ..scale_search.derive import derive_architecture, save_architecture, with_fixed_heads
 from ..scale_search.gates import Gates
 from .folder import RunFolder
 

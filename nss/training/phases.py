@@ -25,12 +25,7 @@ from ..evaluation.evaluate import evaluate, finest_per_task
 from ..evaluation.metrics import delta_mtl
 from ..model.step import StepResult, supervised_loss
 from ..runs.folder import RunFolder
-from ..scale_search.derive import (
-    architecture_table,
-    derive_architecture,
-    save_architecture,
-    undecided_heads,
-)
+from ..scale_search.derive import architecture_table, derive_architecture, save_architecture, undecided_heads
 from ..scale_search.objective import SearchObjective
 from .balancing import make as make_balancer
 from .session import Session
