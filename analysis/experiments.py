@@ -21,8 +21,8 @@ from .tables import Runs, architecture_table, run_config, run_label
 def experiment_runs(path: str | Path) -> list[Path]:
     """The run folders of an experiment's trials (a tune trial holds a search and a retraining)."""
     trials = Path(path) / "trials"
-    found = sorted(p.parent for p in trials.glob("*/config.yaml")) + sorted(p.parent for p in
-                                                                           trials.glob("*/*/config.yaml"))
+    found = sorted(p.parent for p in trials.glob(f"*/{RunFolder.CONFIG}")) + \
+        sorted(p.parent for p in trials.glob(f"*/*/{RunFolder.CONFIG}"))
     return sorted(found, key=lambda p: p.relative_to(trials).as_posix())
 
 

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-import yaml
 
-from nss.errors import NSSError
 from nss.evaluation.evaluate import finest_per_task
 from nss.evaluation.metrics import delta_mtl, pareto_mask
 from nss.runs.folder import RunFolder
@@ -18,10 +16,8 @@ Runs = Iterable[str | Path]
 
 
 def run_config(run: str | Path) -> dict:
-    path = Path(run) / RunFolder.CONFIG
-    if not path.is_file():
-        raise NSSError(f"{run}: not a run folder (no config.yaml)")
-    return yaml.safe_load(path.read_text())
+    """A run's config.yaml as saved (its command and every option)."""
+    return RunFolder(run).require_existing().read_yaml(RunFolder.CONFIG)
 
 
 def run_label(run: str | Path) -> str:

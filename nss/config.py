@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import yaml
 
-from search_spaces import SearchSpace, get_space, list_sizes
+from search_spaces import SearchSpace, get_space, list_sizes, list_spaces
 
 from .errors import NSSError
 
@@ -143,8 +143,8 @@ class RunConfig:
     seed: int = option(0, "random seed (network, data order, Gumbel noise; the synthetic clips unless --data-seed)",
                        TRAINING)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", TRAINING, check=device_name)
-    threads: int | None = option(None, "CPU threads for torch (default: torch's, fewer when other processes keep "
-                                 "cores busy)", TRAINING, trial=False, check=at_least(1))
+    threads: int | None = option(None, "CPU threads for torch (default: torch's own; a timing takes the cores other "
+                                 "processes leave idle)", TRAINING, trial=False, check=at_least(1))
     log_every: int = option(10, "steps between rows of metrics.csv, gates.csv and deltas.csv", TRAINING,
                             check=at_least(1))
     checkpoint_every: int = option(50, "steps between checkpoints/last.pt", TRAINING, check=at_least(1))
@@ -226,10 +226,10 @@ class Option:
         if value is None:
             return None
         try:
-            if self.kind is bool:
-                if isinstance(value, bool):
-                    return value
+            if (self.kind is bool) != isinstance(value, bool):  # true is no number, 1 no switch
                 raise ValueError
+            if self.kind is bool:
+                return value
             if self.kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return self.kind(value)
@@ -278,7 +278,7 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """The path options among `values` made absolute (a preset space name or "synthetic" stays as it is)."""
     out = dict(values)
     for key, value in values.items():
-        if key in OPTIONS and OPTIONS[key].path and value and value != "synthetic" \
+        if key in OPTIONS and OPTIONS[key].path and value and value not in ("synthetic", *list_spaces()) \
                 and (Path(value).exists() or str(value).endswith(".json")):
             out[key] = str(Path(value).absolute())
     return out
@@ -305,23 +305,29 @@ def check_frame_size(space: SearchSpace, height: int, width: int, what: str) -> 
                        f"{divisor}")
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a YAML file, keys as the flags (`-` or `_`); a run's own config.yaml is one (its `command`
-    says what made it and is not an option)."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; every failure is one line naming the file (`what` it should hold)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise NSSError(f"{path}: config file not found") from None
+        raise NSSError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise NSSError(f"{path}: cannot be read ({err})") from None
     except yaml.YAMLError as err:
         raise NSSError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    data = data or {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise NSSError(f"{path}: expected a mapping of option: value")
-    values = {}
-    for key, value in data.items():
+    return data
+
+
+def load_config_file(path: str | Path, taken: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Options from a YAML file, keys as the flags (`-` or `_`); a run's own config.yaml is one (its `command`
+    says what made it and is not an option). `taken`: the options the command takes; the file may hold others
+    (a run's config.yaml holds every option) only at their defaults, since the command would not read them."""
+    path, values = Path(path), {}
+    for key, value in read_yaml_mapping(path, "config file").items():
         name = str(key).replace("-", "_")
         if name == "command":
             continue
@@ -331,12 +337,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             values[name] = OPTIONS[name].coerce(value)
         except NSSError as err:
             raise NSSError(f"{path}: {err}") from None
-    return values
+        if taken is not None and name not in taken and values[name] != OPTIONS[name].default:
+            raise NSSError(f"{path}: {name} is {value!r}, but this command takes no {OPTIONS[name].flag} (it would "
+                           "be ignored); leave it out")
+    return {name: value for name, value in values.items() if taken is None or name in taken}
 
 
-def resolve_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults ← `file` (YAML) ← `overrides` (None means "not given"); validated."""
-    values = load_config_file(file) if file else {}
+def resolve_config(file: str | Path | None = None, taken: tuple[str, ...] | None = None,
+                   **overrides: Any) -> RunConfig:
+    """Defaults ← `file` (YAML; `taken` as load_config_file's) ← `overrides` (None means "not given"); validated."""
+    values = load_config_file(file, taken) if file else {}
     values.update({k: OPTIONS[k].coerce(v) for k, v in overrides.items() if v is not None})
     return replace(RunConfig(), **values).validate()
 

@@ -10,12 +10,16 @@ from typing import Iterator
 
 import torch
 
+from .config import RunConfig, device_name
 from .errors import NSSError
 
 log = logging.getLogger("nss")
 
 
 def resolve_device(name: str) -> torch.device:
+    why = device_name(name)
+    if why:
+        raise NSSError(f"--device: {why}, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -31,6 +35,11 @@ def backend_device(backend: str, device: str = "auto") -> torch.device:
 def network_size(name: str, device: torch.device) -> str:
     """A width/depth preset name; "auto" is the CPU-sized network on a CPU and the paper's on a GPU."""
     return name if name != "auto" else ("cpu" if device.type == "cpu" else "paper")
+
+
+def size_of(config: RunConfig) -> str:
+    """The size preset a configuration trains (auto resolved for its device)."""
+    return network_size(config.network, resolve_device(config.device))
 
 
 def _busy_seconds() -> tuple[float, float] | None:
@@ -83,7 +92,7 @@ def choose_threads(requested: int | None, *, timing: bool = False) -> int:
     OMP_NUM_THREADS, or what the caller set). For timing (`timing`), where threads competing with other processes
     for the cores make a figure meaningless, the default is the cores left idle (at least one); training keeps its
     threads, whose numbers do not depend on what else runs."""
-    threads = requested or torch.get_num_threads()
+    threads = torch.get_num_threads() if requested is None else requested
     if requested is None:
         busy = other_load()
         idle = max(1, round((os.cpu_count() or 1) - busy)) if busy is not None else threads

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from nss.config import OPTIONS
 from nss.training import balancing
 from search_spaces import TASKS
 
@@ -14,6 +15,7 @@ def _losses(*values, grad=False):
 
 def test_every_balancer_is_listed_and_unknown_names_are_refused():
     assert balancing.list_balancers() == ["ls", "atb", "dwa", "rlw", "uw"]
+    assert balancing.list_balancers() == list(OPTIONS["balancing"].choices)  # what --balancing offers is there
     with pytest.raises(ValueError, match="unknown balancing 'nope'"):
         balancing.make("nope", TASK_SPECS)
 

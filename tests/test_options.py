@@ -12,9 +12,12 @@ from nss.cli import build_parser, main
 from nss.commands.options import run_config
 from nss.config import OPTIONS, RunConfig, inherited_options, load_config_file, options_of, resolve_config
 from nss.experiments.sweep import parse_grid
+from nss.scale_search.derive import save_architecture
+from search_spaces import Architecture, get_space
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, tiny_config
 
+SPACE = get_space("most_net_plus")
 # a value unlike the default for every kind of option, valid on its own
 SAMPLE = {int: "3", float: "0.25", str: None}
 
@@ -43,7 +46,7 @@ def test_every_option_of_a_command_is_a_typed_flag_that_reaches_its_configuratio
         else:
             argv, expected = [option.flag, value], option.kind(value)
         args = parser.parse_args([command, *argv])
-        config = run_config(args)
+        config = run_config(args, command)
         assert getattr(config, name) == expected, (command, name)
         for alias in option.flags[1:]:  # --steps is --retrain-steps
             assert getattr(parser.parse_args([command, alias, value]), name) == expected
@@ -76,6 +79,14 @@ def test_a_runs_own_config_yaml_is_a_config_file(tmp_path, capsys):
     again = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     first = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert again == first  # the same run again
+    # a retraining's config.yaml holds the network it trains: a search given it would search another network
+    save_architecture(tmp_path / "arch.json", Architecture(SPACE, SPACE.fixed))
+    assert main(["retrain", str(tmp_path / "arch.json"), *TINY_FLAGS, "--retrain-steps", "1", "--out",
+                 str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["search", "--config", str(tmp_path / "r" / "config.yaml"), "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "architecture is" in err and "this command takes no --architecture" in err and not (tmp_path / "s").exists()
 
 
 def test_inherited_options_clash_with_from_and_paths_are_recorded_absolute(tmp_path, monkeypatch, capsys):
@@ -83,6 +94,10 @@ def test_inherited_options_clash_with_from_and_paths_are_recorded_absolute(tmp_p
                                         "data_seed"}
     assert main(["search", "--from", str(tmp_path), "--clips", "3", "--out", str(tmp_path / "x")]) == 1
     assert "--clips: taken from the pretrained run given with --from; leave out" in capsys.readouterr().err
+    pretrained = nss.pretrain(tiny_config(pretrain_steps=1), out=tmp_path / "pre", progress=False)
+    with pytest.raises(nss.NSSError, match="--clips 3: the pretrained run given with --from was made with 2"):
+        nss.search(tiny_config(from_run=str(pretrained), clips=3), out=tmp_path / "x", progress=False)  # (a file)
+    assert not (tmp_path / "x").exists()
     # a run made with relative paths records them absolute: it can be used from anywhere
     monkeypatch.chdir(tmp_path)
     nss.write_synthetic("data", nss.SyntheticSpec(clips=2, frames=3, height=32, width=32), progress=False)

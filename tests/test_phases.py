@@ -24,6 +24,9 @@ class GateWarmupPhase(SearchPhase):
     def updated(self) -> tuple[str, ...]:
         return ("theta",)  # the weights only
 
+    def loss(self, trainer, step, batch):
+        return self.objective.loss(self.network, batch)  # and no bi-level gate step either
+
     def finish(self, trainer) -> None:
         """Nothing to derive yet: the search that follows does."""
 

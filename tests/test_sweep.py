@@ -147,6 +147,14 @@ def test_bad_sweeps_are_one_line_errors_and_write_nothing(tmp_path, capsys, flag
     assert not out.exists()
 
 
+def test_a_grid_is_checked_as_a_run_would_check_it_before_anything_runs(tmp_path, capsys, synthetic_folder):
+    out = tmp_path / "sweep"
+    assert main(["sweep", *SWEEP_FLAGS, "--seed", "0,1", "--data", str(synthetic_folder), "--frame-size", "64x64",
+                 "--inline", "--out", str(out), "--quiet"]) == 1
+    assert f"--frame-size 64x64: {synthetic_folder} has 32x32 frames" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_an_existing_sweep_needs_resume_or_force_and_the_api_names_unknown_options(tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()

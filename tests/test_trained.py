@@ -49,6 +49,8 @@ def test_export_evaluate_predict_and_report_need_no_training_data(moved, synthet
     capsys.readouterr()
     assert main(["evaluate", str(retrained)]) == 1  # its own data is gone: said in one line
     assert "data folder not found" in capsys.readouterr().err
+    synthetic = nss.evaluate_run(retrained, "val", data="synthetic", write=False)  # clips at its frame size
+    assert set(synthetic.loc[synthetic["model"] == "network", "head"]) == set(KEPT)
     assert main(["predict", str(retrained), "--input", str(synthetic_folder), "--out", str(tmp_path / "pred"),
                  "--max-frames", "2", "--quiet"]) == 0
     assert main(["report", str(retrained), "--out", str(tmp_path / "report")]) == 0

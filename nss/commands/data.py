@@ -8,19 +8,16 @@ from pathlib import Path
 
 from search_spaces import DEFAULT_SPACE, get_space
 
-from ..config import check_frame_size
+from ..config import OPTIONS, check_frame_size
 from ..data import FLOW_DIRECTIONS
 from ..data.synthetic import SyntheticSpec
 from ..errors import NSSError
 from . import Command
-from .options import fractions, frame_size
+from .options import checked, fractions, frame_size
 
 
 def run_synth(args: argparse.Namespace) -> None:
     from ..data import write_synthetic
-    if args.clips < 1 or args.frames < 2 or (args.eval_clips is not None and args.eval_clips < 1):
-        raise NSSError(f"--clips and --eval-clips must be >= 1 and --frames >= 2, got {args.clips}, "
-                       f"{args.eval_clips} and {args.frames}")
     h, w = args.size
     check_frame_size(get_space(args.space), h, w, "--size")
     out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed, eval_clips=args.eval_clips),
@@ -61,10 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_subparsers(dest="data_command", required=True, parser_class=type(parser))
     p = data.add_parser("synth", help="write synthetic clips in the folder format")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--clips", type=int, default=SyntheticSpec.clips, help="training clips")
-    p.add_argument("--eval-clips", type=int, metavar="CLIPS",
-                   help="validation and test clips, each (default: a quarter of --clips, ≥ 2)")
-    p.add_argument("--frames", type=int, default=SyntheticSpec.frames, help="frames per clip")
+    for name in ("clips", "eval_clips", "frames"):  # as a run's synthetic data takes them
+        option = OPTIONS[name]
+        p.add_argument(option.flag, type=checked(name), default=option.default, metavar=option.metavar,
+                       help=option.help + ("" if option.default is None else f" (default: {option.default})"))
     p.add_argument("--size", type=frame_size, default=(SyntheticSpec.height, SyntheticSpec.width), metavar="HxW")
     p.add_argument("--space", default=DEFAULT_SPACE, help="the space whose frame divisor the size must respect")
     p.add_argument("--seed", type=int, default=SyntheticSpec.seed)

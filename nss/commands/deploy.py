@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import OPTIONS
 from ..deploy import BACKENDS, DEFAULT_OPSET
 from . import Command
 from .options import add_device_options, frame_size
@@ -34,7 +35,8 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     parser.add_argument("--size", type=frame_size, metavar="HxW",
                         help="input size (default: a run's frame size, else 256x256)")
-    parser.add_argument("--network", default="auto", help="width/depth preset for an architecture or space target")
+    parser.add_argument("--network", default="auto", choices=OPTIONS["network"].choices,
+                        help="width/depth preset for an architecture or space target (a run's is its own)")
     parser.add_argument("--iters", type=int, default=100, help="timed iterations (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
     parser.add_argument("--per-head", action="store_true",
@@ -42,9 +44,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
                              "searchable head) for a latency-aware search (--latency-table)")
     parser.add_argument("--out", metavar="FILE.json", help="default: profile.json (latency_table.json with --per-head) in "
                                                           "the run folder, else here")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, or the cores other "
-                                                    "processes leave idle)")
+    add_device_options(parser, "auto", "auto: a GPU where there is one; the torch backend's")
 
 
 def run_profile(args: argparse.Namespace) -> None:
@@ -98,7 +98,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop each clip after this many frames")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_device_options(parser, "cpu, cuda or cuda:N (default: the run's, where it exists here)")
+    add_device_options(parser)
 
 
 def run_predict(args: argparse.Namespace) -> None:

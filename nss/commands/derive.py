@@ -5,14 +5,18 @@ import argparse
 
 from search_spaces import get_space
 
+from ..config import OPTIONS
 from ..errors import NSSError
 from . import Command
+from .options import checked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", nargs="?", help="search run folder")
-    parser.add_argument("--threshold", type=float, default=0.5, help="keep heads whose on-probability is at least this")
-    parser.add_argument("--space", default="most_net_plus", help="space preset or JSON file (with --heads)")
+    for name, use in (("threshold", "with a RUN"), ("space", "with --heads")):
+        option = OPTIONS[name]
+        parser.add_argument(option.flag, default=option.default, type=checked(name),
+                            help=f"{option.help} ({use}; default: {option.default})")
     parser.add_argument("--heads", help="comma-separated task@scale heads to keep, e.g. restoration@1,flow@3 (the "
                                         "space's fixed heads are always kept)")
     parser.add_argument("--out", required=True, metavar="FILE.json")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", metavar="RUN", help="also report Δ_MTL against this evaluated run (its eval.csv)")
     parser.add_argument("--eval-clips", type=int, metavar="CLIPS",
                         help="synthetic data: measure on this many validation/test clips instead of the run's own")
-    add_device_options(parser, "cpu, cuda or cuda:N (default: the run's, where it exists here)")
+    add_device_options(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -74,7 +74,7 @@ def run_tune(args: argparse.Namespace) -> None:
 
 
 def add_groundtruth_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", help="space preset or JSON file (default most_net_plus)")
+    add_config_options(parser, ("space",))
     parser.add_argument("--sample", type=int, help="retrain N architectures drawn uniformly (default: all)")
     parser.add_argument("--seeds", type=int_list, metavar="S[,S…]",
                         help="retrain each architecture once per seed, all on the clips of --data-seed (default: "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import GROUP_TITLES, OPTIONS, Option, RunConfig, inherited_options, parse_frame_size, resolve_config
+from ..config import (GROUP_TITLES, OPTIONS, Option, RunConfig, inherited_options, options_of, parse_frame_size,
+                      resolve_config)
 from ..deploy import BACKENDS
 from ..errors import NSSError
 
@@ -55,7 +56,7 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
 
 
-def run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig | None:
+def run_config(args: argparse.Namespace, command: str, **fixed: Any) -> RunConfig | None:
     """The configuration of a training command: defaults ← --config ← flags (and `fixed`); None for --resume."""
     given = given_options(args)
     if args.resume:
@@ -67,14 +68,14 @@ def run_config(args: argparse.Namespace, **fixed: Any) -> RunConfig | None:
         clash = [OPTIONS[n].flag for n in inherited_options() if n in given]
         if clash:
             raise NSSError(f"{', '.join(clash)}: taken from the pretrained run given with --from; leave out")
-    return resolve_config(args.config, **given, **fixed)
+    return resolve_config(args.config, options_of(command) + tuple(fixed), **given, **fixed)
 
 
 def experiment_base(args: argparse.Namespace, names: tuple[str, ...]) -> RunConfig | None:
     """The options every trial of an experiment takes, from --config and flags; None for a resumed experiment given
     none (one given any is refused by the experiment, which keeps its own)."""
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return resolve_config(args.config, **given) if given or args.config or not args.resume else None
+    return resolve_config(args.config, names, **given) if given or args.config or not args.resume else None
 
 
 def add_trial_resources(parser: argparse.ArgumentParser, kind: str) -> None:
@@ -109,10 +110,29 @@ def add_latency_measurement(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--iters", type=int, default=30, help="timed iterations per latency (default 30)")
 
 
-def add_device_options(parser: argparse.ArgumentParser, device_help: str) -> None:
-    """Where a trained network runs: its device and torch's CPU threads."""
-    parser.add_argument("--device", help=device_help)
-    parser.add_argument("--threads", type=int, help=OPTIONS["threads"].help)
+def checked(name: str):
+    """An argparse type for option `name` outside a run's configuration: its type and its check."""
+    option = OPTIONS[name]
+
+    def parse(text: str):
+        try:
+            value = option.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {option.kind.__name__} value: {text!r}") from None
+        why = option.problem(value)
+        if why:
+            raise argparse.ArgumentTypeError(f"{why}, got {text}")
+        return value
+    return parse
+
+
+def add_device_options(parser: argparse.ArgumentParser, default: str | None = None,
+                       default_help: str = "the run's, where it exists here") -> None:
+    """Where a network runs: its device and torch's CPU threads (as a run's --device and --threads)."""
+    for name, value, shown in (("device", default, default_help), ("threads", None, None)):
+        option = OPTIONS[name]
+        parser.add_argument(option.flag, default=value, type=checked(name),
+                            help=option.help + (f" (default: {shown})" if shown else ""))
 
 
 def frame_size(text: str) -> tuple[int, int]:

@@ -5,6 +5,7 @@ import argparse
 
 from search_spaces import get_space, list_spaces
 
+from ..config import check_frame_size
 from ..errors import NSSError
 from . import Command
 from .options import frame_size
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> None:
 def print_costs(spaces: list[str], size: tuple[int, int]) -> None:
     """`nss spaces costs`: the paper networks' parameter counts, then every component's share per preset."""
     from ..model.costs import head_share_table, paper_network_table
+    for name in spaces:
+        check_frame_size(get_space(name), *size, "--size")
     papers = paper_network_table()
     papers["ours"] = (papers["params"] / 1e6).map("{:.2f} M".format)
     papers["paper"] = (papers["paper_params"] / 1e6).map("{:.1f} M".format)

@@ -14,7 +14,8 @@ from .options import add_run_options, run_config
 def run_search(args: argparse.Namespace) -> None:
     from ..runs.folder import RunFolder
     from ..training.api import search
-    result = search(run_config(args), out=args.out, force=args.force, resume=args.resume, progress=not args.quiet)
+    result = search(run_config(args, "search"), out=args.out, force=args.force, resume=args.resume,
+                    progress=not args.quiet)
     arch = result.architecture
     print(f"run folder: {result.run_dir}")
     print(f"architecture {arch.id}: {len(arch.heads)} of {len(arch.space.heads)} heads kept "
@@ -33,7 +34,8 @@ def run_search(args: argparse.Namespace) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> None:
     from ..training.api import pretrain
-    path = pretrain(run_config(args), out=args.out, force=args.force, resume=args.resume, progress=not args.quiet)
+    path = pretrain(run_config(args, "pretrain"), out=args.out, force=args.force, resume=args.resume,
+                    progress=not args.quiet)
     print(f"run folder: {path}")
     print(f"search from it with: nss search --from {path}")
 
@@ -52,7 +54,7 @@ def run_retrain(args: argparse.Namespace) -> None:
         target = {"architecture" if is_architecture_file(args.target) else "space": args.target}
     elif not args.resume:
         raise NSSError("give the architecture.json to retrain (or a space name for the full network)")
-    path = retrain(run_config(args, **target), out=args.out, force=args.force, resume=args.resume,
+    path = retrain(run_config(args, "retrain", **target), out=args.out, force=args.force, resume=args.resume,
                    progress=not args.quiet)
     print(f"run folder: {path}")
     print(f"evaluate it with: nss evaluate {path} --split test")

@@ -9,11 +9,12 @@ import torch
 
 from search_spaces import Architecture, SearchSpace, SpaceError, parse_head
 
-from ..device import OtherLoad, backend_device
+from ..device import OtherLoad
 from ..errors import NSSError
 from ..model.costs import count_flops, count_parameters, reference_network
 from ..scale_search.latency import CostTable, optional_stages
-from .profile import interleaved_times, machine, profile_network, resolve_backend, tensorrt_available
+from .profile import (described, interleaved_times, machine, profile_network, resolve_backend, tensorrt_available,
+                      timing_target)
 
 
 def _keeping(space: SearchSpace, heads: list[str] | tuple[str, ...]) -> Architecture:
@@ -29,7 +30,7 @@ def measure_cost_table(space: SearchSpace, *, size: str, height: int, width: int
     cost (the supernet without the heads finer than the stage minus the one without the heads at the stage's scale
     too, less those heads' own costs); and how well the table predicts `checks` random sub-networks."""
     backend, _ = resolve_backend(backend)
-    torch_device = backend_device(backend, device)
+    torch_device, half = timing_target(backend, device, fp16)
     stages = optional_stages(space)
     rng = np.random.default_rng(seed)
     sample = [_keeping(space, [h for h in space.searchable if rng.random() < 0.5]) for _ in range(checks)]
@@ -73,9 +74,7 @@ def measure_cost_table(space: SearchSpace, *, size: str, height: int, width: int
         finer = f"stage {s}"
     heads = {h: cost(difference) for h, difference in own.items()}
     table = {"space": space.to_dict(), "space_id": Architecture.full(space).id, "network": size,
-             "backend": backend, "device": str(torch_device),
-             "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
-             "precision": "fp16" if fp16 or backend == "tensorrt" else "fp32", "input_size": [height, width],
+             "backend": backend, **described(torch_device, half), "input_size": [height, width],
              "iters": iters, **machine(load), "full": entry("full"), "base": entry("base"), "stages": table_stages, "heads": heads}
     predicting = CostTable.from_dict(table, space, "the table")
     table["checks"] = [{"heads": list(a.searchable_kept),

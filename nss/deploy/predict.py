@@ -10,7 +10,9 @@ predicted head on every labelled frame.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -32,13 +34,15 @@ from ..data.formats import read_image, write_flo
 from ..data.importer import clips_of, frame_files
 from ..data.video import VideoWriter, is_video, read_video, video_info
 from ..data.visualize import flow_to_colour, overlay_mask, side_by_side, to_uint8
-from ..device import choose_threads, using_threads
+from ..device import OtherLoad, busy_note, choose_threads, using_threads
 from ..errors import NSSError
 from ..evaluation.evaluate import MetricSums, as_prediction
-from ..io import staged_directory
+from ..io import atomic_write_text, staged_directory
 from ..model.outputs import to_full_resolution
 from ..model.step import batch_to
 from ..runs.trained import TrainedModel
+
+log = logging.getLogger("nss")
 
 Frame = tuple[str, np.ndarray, dict | None, bool]  # name, (H, W, 3) float in [0, 1], labelled sample, starts a run
 
@@ -107,8 +111,9 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
     threads = choose_threads(threads, timing=True)
     fps = fps or (video_info(source)["fps"] if is_video(source) else 25.0)
     rows, counts, network_seconds = [], {}, 0.0
-    began = time.perf_counter()
-    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad(), using_threads(threads):
+    began, load = time.perf_counter(), OtherLoad()
+    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad(), using_threads(threads), \
+            load.measuring():
         for clip, frames in _clips(source, split):
             writer, cached, count = None, None, 0  # the first frame of a run is its own previous frame
             for name, frame, sample, starts_run in tqdm(frames, desc=clip, unit="frame", disable=not progress):
@@ -142,11 +147,15 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
         report = {"run": str(run), "checkpoint": checkpoint, "input": str(source), "heads": chosen,
                   "size": [height, width], "device": str(model.device), "clips": counts, "frames": frames_done,
                   "network_fps": frames_done / network_seconds, "total_fps": frames_done / (time.perf_counter() - began),
-                  "preview_fps": fps}
+                  "preview_fps": fps, "torch_threads": threads}
         if rows:
             pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
             report["metrics"] = "metrics.csv"
-        (folder / "predict.json").write_text(json.dumps(report, indent=2) + "\n")
+    report.update(other_load_cores=load.cores, cpus=os.cpu_count())  # the machine while the frames went through
+    atomic_write_text(Path(out) / "predict.json", json.dumps(report, indent=2) + "\n")
+    note = busy_note(load.cores, f"the prediction of {run}")
+    if note:
+        log.warning("note: %s", note)
     return report
 
 

@@ -165,8 +165,7 @@ def interleaved_times(networks: dict[str, MostNet], height: int, width: int, *, 
     """Seconds per batch-1 two-frame forward of each network, the networks timed in turns (one round: each runs
     once) so that whatever drifts or competes for the machine hits them alike; compare their medians, or the
     paired differences of one round."""
-    torch_device = backend_device(backend, device)
-    fp16 = fp16 or backend == "tensorrt"
+    torch_device, fp16 = timing_target(backend, device, fp16)
     with tempfile.TemporaryDirectory() as folder:
         runs = {}
         for i, (name, network) in enumerate(networks.items()):
@@ -182,8 +181,7 @@ def profile_network(network: MostNet, *, height: int, width: int, backend: str =
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     report = {"params": count_parameters(network), "flops": count_flops(network, height, width),
               "architecture_id": network.architecture.id, "heads": list(network.heads)}
-    torch_device = backend_device(backend, device)
-    fp16 = fp16 or backend == "tensorrt"
+    torch_device, fp16 = timing_target(backend, device, fp16)
     load = OtherLoad()
     with tempfile.TemporaryDirectory() as folder:
         two_frame, streaming = backend_runs(network, height, width, backend, torch_device, fp16, Path(folder))
@@ -191,13 +189,22 @@ def profile_network(network: MostNet, *, height: int, width: int, backend: str =
             times = time_interleaved({"two_frame": two_frame, "streaming": streaming}, iters, warmup, torch_device)
     latency, stream_latency = latency_stats(times["two_frame"]), latency_stats(times["streaming"])
     report.update({
-        "backend": backend, "precision": "fp16" if fp16 else "fp32", "device": str(torch_device),
-        "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
-        "input_size": [height, width], "batch_size": 1, "iters": iters, "warmup": warmup,
+        "backend": backend, **described(torch_device, fp16), "input_size": [height, width], "batch_size": 1, "iters": iters, "warmup": warmup,
         "latency_ms": latency, "fps": 1e3 / latency["median"], "streaming_latency_ms": stream_latency,
         "streaming_fps": 1e3 / stream_latency["median"], **machine(load),
     })
     return report
+
+
+def timing_target(backend: str, device: str, fp16: bool) -> tuple[torch.device, bool]:
+    """The device and precision a backend times on: TensorRT always on CUDA and in fp16 (its engines are built so)."""
+    return backend_device(backend, device), fp16 or backend == "tensorrt"
+
+
+def described(device: torch.device, fp16: bool) -> dict[str, str]:
+    """How a timing's report names its precision and device."""
+    return {"precision": "fp16" if fp16 else "fp32", "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
 def machine(load: OtherLoad) -> dict[str, Any]:
@@ -212,13 +219,16 @@ def measurement_options(backend: str, device: str, iters: int, size: tuple[int, 
     return {"backend": backend, "device": str(backend_device(backend, device)), "iters": iters, "size": list(size)}
 
 
+def timed(networks: dict[str, MostNet], options: dict[str, Any]) -> dict[str, list[float]]:
+    """interleaved_times of `networks` as an experiment's latency measurement (`measurement_options`) says."""
+    return interleaved_times(networks, *options["size"], backend=options["backend"], device=options["device"],
+                             iters=options["iters"])
+
+
 def reference_latency(space: SearchSpace, size: str, options: dict[str, Any]) -> float:
     """The median batch-1 latency (ms) of a space's supernet, measured while nothing else runs. `options`: an
     experiment's latency measurement (backend, device, iters, size)."""
-    height, width = options["size"]
-    times = interleaved_times({"reference": reference_network(space, size)}, height, width,
-                              backend=options["backend"], device=options["device"], iters=options["iters"])
-    return 1e3 * statistics.median(times["reference"])
+    return 1e3 * statistics.median(timed({"reference": reference_network(space, size)}, options)["reference"])
 
 
 def latency_against_reference(architecture: Architecture, size: str, options: dict[str, Any]) -> float:
@@ -227,7 +237,5 @@ def latency_against_reference(architecture: Architecture, size: str, options: di
     timed together holds while other trials share the machine, an absolute time does not."""
     networks = {"derived": reference_network(architecture, size),
                 "reference": reference_network(Architecture.full(architecture.space), size)}
-    height, width = options["size"]
-    times = interleaved_times(networks, height, width, backend=options["backend"], device=options["device"],
-                              iters=options["iters"])
+    times = timed(networks, options)
     return statistics.median(times["derived"]) / statistics.median(times["reference"]) * options["reference_ms"]

@@ -3,6 +3,7 @@ per-head cost table, written beside it."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from search_spaces import Architecture, get_space, is_architecture_file
@@ -16,6 +17,8 @@ from ..runs.folder import RunFolder
 from ..runs.trained import TrainedModel
 from .cost_table import measure_cost_table
 from .profile import profile_network, resolve_backend
+
+log = logging.getLogger("nss")
 
 
 def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = False, device: str = "auto",
@@ -34,6 +37,8 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
     if iters < 1 or warmup < 0:
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     if RunFolder.is_run(target):  # a run folder: the network it trained
+        if network != "auto":
+            log.warning("note: --network %s: %s is profiled as the network it trained", network, target)
         model = TrainedModel.load(target).deployable()
         architecture, size_name, home = model.network.architecture, model.config.network, Path(target)
         size = size or model.config.frame_height_width

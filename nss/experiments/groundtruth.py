@@ -15,8 +15,8 @@ import pandas as pd
 from search_spaces import Architecture, SearchSpace, get_space
 
 from ..config import RunConfig, resolve_config
-from ..deploy.profile import interleaved_times, measurement_options
-from ..device import network_size, resolve_device
+from ..deploy.profile import measurement_options, timed
+from ..device import size_of
 from ..errors import NSSError
 from ..evaluation.metrics import delta_mtl, pareto_mask
 from ..evaluation.runs import evaluate_splits
@@ -43,7 +43,7 @@ def groundtruth_job(trial: Trial, folder: Path) -> dict[str, Any]:
     run_in(folder, retrain, config)
     splits = evaluate_splits(folder, list(SPLITS))
     height, width = trial.options["size"]
-    size = network_size(config.network, resolve_device(config.device))
+    size = size_of(config)
     return dict(delta_mtl=splits["test"]["delta_mtl"], splits=splits,
                 **network_costs(Architecture.load(config.architecture), size, height, width))
 
@@ -250,11 +250,8 @@ def measure_latencies(experiment: Experiment, architectures: list[Architecture],
     known = known_latencies(experiment)
     missing = [a for a in architectures if a.id not in known]
     if missing:
-        size = network_size(base.network, resolve_device(base.device))
-        networks = {architecture.id: reference_network(architecture, size) for architecture in missing}
-        height, width = options["size"]
-        times = interleaved_times(networks, height, width, backend=options["backend"], device=options["device"],
-                                  iters=options["iters"])
+        networks = {architecture.id: reference_network(architecture, size_of(base)) for architecture in missing}
+        times = timed(networks, options)
         known.update({name: 1e3 * float(np.median(t)) for name, t in times.items()})
         frame = pd.DataFrame(sorted(known.items()), columns=["architecture", "latency_ms"])
         atomic_write(experiment.path / "latency.csv", lambda tmp: frame.to_csv(tmp, index=False))

@@ -21,6 +21,7 @@ from ..config import OPTIONS, SEARCH, RunConfig, absolute_paths, resolve_config,
 from ..errors import NSSError
 from ..io import atomic_write
 from ..training.api import pretrain, search
+from ..training.session import check_inputs
 from .experiment import Experiment, Trial, run_in
 from .runner import WAIT, Resources, job, progress_bar, ray_session, run_trials
 
@@ -90,15 +91,22 @@ def _names(settings: list[dict[str, Any]], keys: list[str], prefix: str = "", al
 
 
 def validate_grid(grid: dict[str, list[Any]], base: dict[str, Any]) -> None:
-    """Every combination of the grid is a configuration that can run, and every file it names exists: a bad
-    value is refused before anything starts, not found by a trial."""
+    """Every combination of the grid is a configuration that can run, every file it names exists, and its data
+    folder and cost table are what a run would accept: a bad value is refused before anything starts, not found by
+    a trial."""
     for name, values in grid.items():
         missing = [v for v in values if OPTIONS[name].path and v not in ("synthetic", *list_spaces())
                    and not Path(v).exists()]
         if missing:
             raise NSSError(f"{OPTIONS[name].flag}: {missing[0]}: no such file or folder")
+    inputs = ("space", "data", "frame_size", "latency_table", "latency_target")
+    checked = set()
     for values in itertools.product(*grid.values()):
-        RunConfig(**dict(base, **dict(zip(grid, values)))).validate()
+        config = RunConfig(**dict(base, **dict(zip(grid, values)))).validate()
+        key = tuple(getattr(config, name) for name in inputs)
+        if key not in checked:  # each data folder and cost table once
+            check_inputs(config)
+            checked.add(key)
 
 
 def plan_trials(grid: dict[str, list[Any]], base: dict[str, Any], pretrain: str) -> tuple[list[Trial], list[Trial]]:
@@ -215,7 +223,8 @@ def sweep(grid: Mapping[str, Any] | None = None, out: str | Path = "runs/sweep",
             count *= len(values)
         if count > max_trials:
             raise NSSError(f"the grid has {count} trials, more than --max-trials {max_trials}")
-        base_dict = (base or RunConfig()).validate().to_dict()
+        grid = {name: [absolute_paths({name: v})[name] for v in values] for name, values in grid.items()}
+        base_dict = (base or RunConfig()).validate().with_absolute_paths().to_dict()
         validate_grid(grid, base_dict)
         experiment.refuse_existing(force)
     pretrainings, searches = plan_trials(grid, base_dict, pretrain)

@@ -16,13 +16,12 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 import pandas as pd
-import yaml
 
 from search_spaces import get_space
 
-from ..config import OPTIONS, RETRAIN, SEARCH, RunConfig, resolve_config, trial_options
+from ..config import OPTIONS, RETRAIN, SEARCH, RunConfig, read_yaml_mapping, resolve_config, trial_options
 from ..deploy.profile import latency_against_reference, measurement_options, reference_latency
-from ..device import network_size, resolve_device
+from ..device import size_of
 from ..errors import NSSError
 from ..evaluation.runs import evaluate_splits
 from ..io import atomic_write
@@ -54,7 +53,7 @@ def tune_job(trial: Trial, folder: Path) -> dict[str, Any]:
     architecture = str(folder / "search" / RunFolder.ARCHITECTURE)
     run_in(folder / "retrain", retrain, replace(config, architecture=architecture, from_run=None).validate())
     splits = evaluate_splits(folder / "retrain", ["val"])
-    height, width, size = *trial.options["size"], network_size(config.network, resolve_device(config.device))
+    height, width, size = *trial.options["size"], size_of(config)
     return dict(found.summary(), delta_mtl=splits["val"]["delta_mtl"], splits=splits,
                 latency_ms=latency_against_reference(found.architecture, size, trial.options),
                 **network_costs(found.architecture, size, height, width))
@@ -62,13 +61,8 @@ def tune_job(trial: Trial, folder: Path) -> dict[str, Any]:
 
 def load_params(path: str | Path) -> dict[str, dict[str, Any]]:
     """The parameter space from a YAML file: `name: {low, high[, log, step]}` or `name: {choices: [...]}`."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise NSSError(f"{path}: parameter file not found") from None
-    except yaml.YAMLError as err:
-        raise NSSError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not data:
+    data = read_yaml_mapping(path, "parameter file")
+    if not data:
         raise NSSError(f"{path}: expected a mapping of option: {{low, high}} or {{choices: [...]}}")
     try:
         distributions(data)
@@ -254,8 +248,7 @@ def tune(out: str | Path = "runs/tune", *, trials: int | None = None,
             raise NSSError(f"the shared pretraining failed: {made['message']}")
         if "reference_ms" not in options:  # measured once, while nothing else runs; kept for resumed tunes
             config = RunConfig(**base_dict)
-            size_name = network_size(config.network, resolve_device(config.device))
-            options["reference_ms"] = reference_latency(get_space(config.space), size_name, options)
+            options["reference_ms"] = reference_latency(get_space(config.space), size_of(config), options)
             experiment.write_manifest(dict(experiment.manifest(), options=options))
         study = open_study(experiment.path / "study.db", objectives, trials, base_dict["seed"])
         searched = dict(base_dict, from_run=str(experiment.trial_dir(pretraining.name)))

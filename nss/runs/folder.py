@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import yaml
 from ..config import RunConfig, config_from_dict
 from ..errors import NSSError
 from ..io import atomic_write, atomic_write_text, refuse_existing
+
+log = logging.getLogger("nss")
 
 
 class Table:
@@ -99,11 +102,26 @@ class RunFolder:
 
     # -- life cycle ----------------------------------------------------------------------------------------
     def create(self, force: bool) -> "RunFolder":
+        """A new run folder; an existing one is replaced only with `force`, or when its run never got past its
+        start (killed before a step was logged: out of memory, say), which leaves nothing to keep."""
+        if not force and self.never_started():
+            log.warning("note: %s held a run killed before its first logged step; it is made anew", self.path)
+            force = True
         refuse_existing(self.path, force, "run folder", ", or --resume to continue it")
         if self.path.exists():
             shutil.rmtree(self.path)
         self.checkpoints.mkdir(parents=True)
         return self
+
+    def never_started(self) -> bool:
+        if not self.is_run(self.path) or (self / self.METRICS).exists():
+            return False
+        try:
+            return torch.load(self.checkpoints / self.LAST, map_location="cpu", weights_only=True)["step"] == 0
+        except FileNotFoundError:
+            return True  # killed between writing its configuration and its first checkpoint
+        except Exception:  # noqa: BLE001 - a damaged checkpoint is kept for the user to look at
+            return False
 
     def require_existing(self) -> "RunFolder":
         if not self.is_run(self.path):

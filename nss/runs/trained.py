@@ -12,7 +12,7 @@ import torch
 from search_spaces import Architecture, SearchSpace, get_space
 from supernet import MostNet
 
-from ..config import RunConfig
+from ..config import OPTIONS, RunConfig
 from ..device import resolve_device
 from ..errors import NSSError
 from ..io import refuse_existing
@@ -77,7 +77,11 @@ class TrainedModel:
         """What to profile, export or run on videos: a finished search's derived architecture (architecture.json)
         with the supernet's weights for the modules it keeps, said in a note; any other run's own network."""
         path = self.folder / RunFolder.ARCHITECTURE
-        if self.gates is None or not path.is_file():
+        if self.gates is None:
+            return self
+        if not path.is_file():
+            log.warning("note: %s is a search run without a derived architecture yet (stopped before it ended): "
+                        "using its whole supernet", self.folder.path)
             return self
         architecture = Architecture.load(path)
         log.warning("note: %s is a search run: using its derived architecture (%d of %d heads) with the supernet's "
@@ -98,8 +102,9 @@ def derive(out: str | Path, *, run: str | Path | None = None, threshold: float =
         raise NSSError("derive from either a search run or a space with --heads, not both")
     refuse_existing(Path(out), force, "architecture file")
     if run is not None:
-        if not 0 < threshold < 1:
-            raise NSSError(f"--threshold: must be in (0, 1), got {threshold}")
+        why = OPTIONS["threshold"].problem(threshold)
+        if why:
+            raise NSSError(f"--threshold: {why}, got {threshold}")
         folder = RunFolder(run).require_existing()
         last, config = folder.load_checkpoint(), folder.config()[1]
         gates = searched_gates(config, last)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import RunConfig, inherited_options
+from ..config import OPTIONS, RunConfig, inherited_options
 from ..device import using_threads
 from ..errors import NonFiniteLossError, NSSError
 from ..runs.folder import RunFolder
@@ -56,6 +56,11 @@ def open_run(command: str, config: RunConfig | None, out: str | Path | None, for
         if config.from_run:  # start from a pretraining's weights, on its network and data
             source = RunFolder(config.from_run).require_existing()
             inherited = source.config()[1]
+            for name in inherited_options():  # a value given (in a file, say) must be the pretraining's
+                given, theirs = getattr(config, name), getattr(inherited, name)
+                if given not in (OPTIONS[name].default, theirs):
+                    raise NSSError(f"{OPTIONS[name].flag} {given}: the pretrained run given with --from was made "
+                                   f"with {theirs}; leave it out")
             config = replace(config, **{k: getattr(inherited, k) for k in inherited_options()}).validate()
         session = Session.open(config)
         phases = COMMANDS[command](session)
@@ -97,7 +102,8 @@ def pretrain(config: RunConfig | None = None, *, out: str | Path | None = None, 
 def search(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,
            resume: bool = False, progress: bool = True) -> SearchResult:
     """Neural Scale Search: pretrain (unless `config.from_run`), search the gates, derive the architecture."""
-    return _train("search", config, out, force, resume, progress)[1][-1].result
+    return next(p for p in reversed(_train("search", config, out, force, resume, progress)[1])
+                if isinstance(p, SearchPhase)).result
 
 
 def retrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,

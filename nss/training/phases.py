@@ -56,6 +56,9 @@ class Trainer(Protocol):
 
 
 class Phase:
+    """Every phase has a balancer and an optimiser "theta" of the weights, which it makes here: the trainer ends
+    the balancer's epochs and logs theta's learning rate."""
+
     name: ClassVar[str]  # the `phase` column of every log row and of the checkpoint
     stream: ClassVar[int]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -14,9 +15,11 @@ from supernet import MostNet, build_network
 
 from ..config import RunConfig, check_frame_size
 from ..data import open_split, require_usable_folder
+from ..data.folder import read_meta
 from ..device import choose_threads, network_size, resolve_device
 from ..errors import DataError
 from ..runs.trained import trained_architecture
+from ..scale_search.objective import SearchObjective
 
 
 @dataclass
@@ -41,8 +44,9 @@ class Session:
         if unlabelled:  # a declared task with nothing to learn from: refuse, do not train it silently on nothing
             task, why = next(iter(unlabelled.items()))
             raise DataError(f"{config.data}: task {task!r} of the training split has {why}")
-        if config.data != "synthetic":
-            config = replace(config, frame_size=folder_frame_size(config, space, data.frame_size))
+        frame_size = folder_frame_size(config, space) if config.data != "synthetic" else \
+            "x".join(map(str, config.frame_height_width))
+        config = replace(config, frame_size=frame_size)
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
         threads = choose_threads(config.threads)
@@ -75,16 +79,25 @@ class Session:
         return data
 
 
-def folder_frame_size(config: RunConfig, space: SearchSpace, size: tuple[int, int]) -> str:
-    """A data folder's frame size `size`, once the folder is known to be usable to the end and its frames fit
-    `space`."""
+def folder_frame_size(config: RunConfig, space: SearchSpace) -> str:
+    """A data folder's frame size, once the folder is known to be usable to the end and its frames fit `space`."""
     require_usable_folder(config.data)
-    h, w = size
+    h, w = read_meta(Path(config.data))["frame_size"]
     check_frame_size(space, h, w, f"{config.data}: frames are")
     if config.frame_size is not None and config.frame_size != f"{h}x{w}":
         raise DataError(f"--frame-size {config.frame_size}: {config.data} has {h}x{w} frames (a data folder's frames "
                         "are its own size; leave --frame-size out)")
     return f"{h}x{w}"
+
+
+def check_inputs(config: RunConfig) -> None:
+    """What a run of `config` would refuse at its start, checked without building anything: its data folder (whole,
+    its frames against the space and --frame-size) and its cost table (against the space and --latency-target)."""
+    space = trained_architecture(config).space
+    if config.data != "synthetic":
+        folder_frame_size(config, space)
+    if config.latency_table:
+        SearchObjective.from_config(config, space)
 
 
 def _steps(steps: int, epochs: float | None, steps_per_epoch: int) -> int:
