@@ -23,8 +23,8 @@ from nss.experiments.experiment import Experiment, Trial
 from nss.experiments.runner import ListSource, ray_session, run_trials
 from nss.model.costs import compact_heads
 from nss.runs.folder import RunFolder
+from nss.scale_search.gates import RELAXATIONS
 
-RELAXATIONS = ("gumbel", "softmax", "gdas", "concrete", "dirichlet")
 
 
 def entropy_bits(probabilities: list[float]) -> float:
@@ -56,8 +56,8 @@ def main() -> None:
                         {"seed": s}) for s in seeds]
         run_trials(ListSource(trials), bilevel, resources)
     rows = []
-    for variant, runs in [(r, [sweep.set_index("trial").loc[f"relaxation{r}-seed{s}", "run"] for s in seeds])
-                          for r in RELAXATIONS] + [("gumbel, bi-level",
+    run_of = sweep.set_index(["relaxation", "seed"])["run"]
+    for variant, runs in [(r, [run_of[r, s] for s in seeds]) for r in RELAXATIONS] + [("gumbel, bi-level",
                                                     [str(bilevel.trial_dir(t.name)) for t in trials])]:
         found, walls, steps, entropies = [], [], [], []
         for run in map(Path, runs):
