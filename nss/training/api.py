@@ -87,7 +87,7 @@ def _train(command: str, config: RunConfig | None, out: str | Path | None, force
     except NonFiniteLossError:
         raise  # what the run had learnt until then is worth keeping
     except Exception:
-        if state is None and trainer.steps_taken == 0:  # failed at its start: leave nothing to block a re-run
+        if state is None and trainer.run.never_started():  # failed at its start: nothing worth keeping
             shutil.rmtree(trainer.run.path, ignore_errors=True)
         raise
     return trainer.run.path, phases

@@ -39,7 +39,6 @@ class Trainer:
         self.session, self.run, self.progress = session, run, progress
         self.config = session.config
         self.batches_seen = {"train": 0, "val": 0}
-        self.steps_taken = 0  # by this process: a run that fails before its first step is removed (api._train)
         self.last_saved = 0
         self.board: TensorBoardLog | None = None
         self.offset = 0  # steps of the command's earlier phases: TensorBoard's step axis runs across phases
@@ -101,7 +100,6 @@ class Trainer:
                     scheduler.step()
                 if step % self.session.steps_per_epoch == 0:
                     phase.balancer.end_epoch()
-                self.steps_taken += 1
                 bar.update()
                 elapsed = time.perf_counter() - began
                 if step % c.log_every == 0 or step == phase.steps:
