@@ -15,6 +15,7 @@ import yaml
 
 from search_spaces import SearchSpace, get_space, list_sizes, list_spaces
 
+from .data.synthetic import SCENES
 from .errors import NSSError
 
 # Option groups: the sections of a command's --help, and which training commands offer which (COMMAND_GROUPS).
@@ -25,6 +26,7 @@ GROUP_TITLES = {SPACE: "what to train", PRETRAIN: "pretraining", SEARCH: "search
                 DATA: "data", TRAINING: "optimisation and bookkeeping"}
 COMMAND_GROUPS = {"pretrain": (SPACE, PRETRAIN, DATA, TRAINING), "search": (SPACE, PRETRAIN, SEARCH, DATA, TRAINING),
                   "retrain": (RETRAIN, DATA, TRAINING)}
+MAX_ENUMERATED_HEADS = 10  # --select oneshot measures 2^heads sub-networks on the validation split
 MAX_FRAME_SIDE = 8192  # beyond this a frame is a mistake, not a video (a single 8192² frame is 0.8 GB in float)
 
 Check = Callable[[Any], "str | None"]  # why a value is refused (a phrase), None when it is fine
@@ -83,8 +85,19 @@ class RunConfig:
                         and v > 0 else "the temperature must be a finite number > 0")
     hard: bool = option(False, "hard (straight-through) Gumbel samples instead of soft ones", SEARCH)
     sparsity: float = option(1e-4, "weight μ of the sparsity penalty", SEARCH, short="mu", check=finite(at_least=0))
-    sparsity_kind: str = option("log", "sparsity penalty: log (Σ log α, the dissertation's) or l1 (Σ α)", SEARCH,
-                                short="L0", choices=("log", "l1"))
+    sparsity_kind: str = option("log", "sparsity penalty: log (Σ log α, the dissertation's: its pull on a gate's logit "
+                                "stays 1 − α as the gate closes), l1 (Σ α: pull α(1 − α), as the loss's) or skip-ce "
+                                "(−Σ log(1 − α), AdaShare's: pull α, fading as the gate closes)", SEARCH, short="L0",
+                                choices=("log", "l1", "skip-ce"))
+    gate_warmup: int = option(0, "first search steps in which the weights learn the gated composite while the gate "
+                              "logits stay put", SEARCH, short="warmup", check=at_least(0))
+    select: str = option("gates", "how the search picks its heads: gates (on-probability ≥ --threshold), knockout "
+                         "(keep a head whose refinement, taken out of the supernet's composite, costs validation "
+                         "Δ_MTL) or oneshot (heads dropped at random while the supernet trains, then every "
+                         "sub-network's composite measured on validation, the best kept)", SEARCH,
+                         choices=("gates", "knockout", "oneshot"))
+    contiguous: bool = option(False, "a finer head only with the next coarser one of its task, in the composite "
+                              "(its gate times the coarser one's) and in what is kept", SEARCH)
     threshold: float = option(0.5, "keep a head when its gate's on-probability is at least this", SEARCH,
                               short="thr", check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
     margin: float = option(0.15, "report a gate ending within this of the threshold as undecided", SEARCH,
@@ -127,6 +140,9 @@ class RunConfig:
     eval_clips: int | None = option(None, "synthetic validation and test clips, each (default: a quarter of --clips, "
                                     "at least 2; more measure a network with less noise)", DATA, inherited=True,
                                     metavar="CLIPS", check=at_least(1))
+    scene: str = option("textured", "what the synthetic clips show: textured (fine texture, large shapes, smooth "
+                        "global motion) or thin-fast (smooth texture, thin bars moving fast)", DATA, inherited=True,
+                        choices=tuple(SCENES))
     frames: int = option(8, "frames per synthetic clip", DATA, inherited=True,
                          check=lambda v: None if v >= 2 else "a clip needs at least 2 frames")
     data_seed: int | None = option(None, "seed the synthetic clips are drawn with (default: --seed)", DATA,
@@ -165,7 +181,12 @@ class RunConfig:
         if (self.latency_weight > 0 or self.latency_target is not None) and not self.latency_table:
             raise NSSError("--latency-weight and --latency-target need --latency-table (from `nss profile SPACE "
                            "--per-head`)")
-        check_frame_size(get_space(self.space), *self.frame_height_width, "--frame-size")
+        space = get_space(self.space)
+        check_frame_size(space, *self.frame_height_width, "--frame-size")
+        if self.select == "oneshot" and len(space.searchable) > MAX_ENUMERATED_HEADS:
+            raise NSSError(f"--select oneshot: measures every sub-network, and {space.name!r} has "
+                           f"{len(space.searchable)} searchable heads (2^{len(space.searchable)} sub-networks); it "
+                           f"enumerates at most {MAX_ENUMERATED_HEADS} heads")
         return self
 
     @property

@@ -90,8 +90,8 @@ def test_a_runs_own_config_yaml_is_a_config_file(tmp_path, capsys):
 
 
 def test_inherited_options_clash_with_from_and_paths_are_recorded_absolute(tmp_path, monkeypatch, capsys):
-    assert set(inherited_options()) == {"space", "network", "data", "frame_size", "clips", "eval_clips", "frames",
-                                        "data_seed"}
+    assert set(inherited_options()) == {"space", "network", "data", "frame_size", "clips", "eval_clips", "scene",
+                                        "frames", "data_seed"}
     assert main(["search", "--from", str(tmp_path), "--clips", "3", "--out", str(tmp_path / "x")]) == 1
     assert "--clips: taken from the pretrained run given with --from; leave out" in capsys.readouterr().err
     pretrained = nss.pretrain(tiny_config(pretrain_steps=1), out=tmp_path / "pre", progress=False)
@@ -110,7 +110,7 @@ def test_inherited_options_clash_with_from_and_paths_are_recorded_absolute(tmp_p
 
 
 def test_validation_names_the_flag_and_the_allowed_values():
-    with pytest.raises(nss.NSSError, match=r"--sparsity-kind: must be one of log, l1, got 'l2'"):
+    with pytest.raises(nss.NSSError, match=r"--sparsity-kind: must be one of log, l1, skip-ce, got 'l2'"):
         resolve_config(sparsity_kind="l2")
     with pytest.raises(nss.NSSError, match=r"--retrain-steps: must be >= 1, got 0"):
         resolve_config(retrain_steps=0)

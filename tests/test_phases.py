@@ -20,8 +20,7 @@ class GateWarmupPhase(SearchPhase):
     def __init__(self, session, steps: int = 4):
         super().__init__(session, steps)
 
-    @property
-    def updated(self) -> tuple[str, ...]:
+    def updated(self, step: int) -> tuple[str, ...]:
         return ("theta",)  # the weights only
 
     def loss(self, trainer, step, batch):

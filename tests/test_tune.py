@@ -116,7 +116,7 @@ def test_the_study_asks_new_trials_in_the_default_space_and_resumes_the_ones_lef
     assert source.next_trial() is None and [t.name for t in asked] == ["t000", "t001", "t002"]
     for trial in asked:
         params = {k: trial.config[k] for k in DEFAULT_PARAMS}
-        assert params["sparsity_kind"] in ("log", "l1") and 0.3 <= params["threshold"] <= 0.7
+        assert params["sparsity_kind"] in ("log", "l1", "skip-ce") and 0.3 <= params["threshold"] <= 0.7
         assert 0.5 <= params["tau"] <= 10 and 1e-6 <= params["sparsity"] <= 1e-2
         assert trial.config["seed"] == 0 and trial.settings == {"number": int(trial.name[1:]), **params}
     source.complete(asked[0], {"status": "done", "result": {"delta_mtl": 12.5}})

@@ -20,8 +20,8 @@ def run_synth(args: argparse.Namespace) -> None:
     from ..data import write_synthetic
     h, w = args.size
     check_frame_size(get_space(args.space), h, w, "--size")
-    out = write_synthetic(args.out, SyntheticSpec(args.clips, args.frames, h, w, args.seed, eval_clips=args.eval_clips),
-                          force=args.force, progress=not args.quiet)
+    spec = SyntheticSpec(args.clips, args.frames, h, w, args.seed, eval_clips=args.eval_clips, scene=args.scene)
+    out = write_synthetic(args.out, spec, force=args.force, progress=not args.quiet)
     print(f"wrote synthetic data to {out}")
 
 
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_subparsers(dest="data_command", required=True, parser_class=type(parser))
     p = data.add_parser("synth", help="write synthetic clips in the folder format")
     p.add_argument("--out", required=True, metavar="DIR")
-    for name in ("clips", "eval_clips", "frames"):  # as a run's synthetic data takes them
+    for name in ("clips", "eval_clips", "frames", "scene"):  # as a run's synthetic data takes them
         option = OPTIONS[name]
         p.add_argument(option.flag, type=checked(name), default=option.default, metavar=option.metavar,
                        help=option.help + ("" if option.default is None else f" (default: {option.default})"))

@@ -76,6 +76,9 @@ def run_tune(args: argparse.Namespace) -> None:
 def add_groundtruth_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_options(parser, ("space",))
     parser.add_argument("--sample", type=int, help="retrain N architectures drawn uniformly (default: all)")
+    parser.add_argument("--architectures", metavar="FILE",
+                        help="retrain these architectures (default: all): a heads list per line (e.g. "
+                             "restoration@1,flow@2; '-' for the fixed heads alone), or a CSV with a heads column")
     parser.add_argument("--seeds", type=int_list, metavar="S[,S…]",
                         help="retrain each architecture once per seed, all on the clips of --data-seed (default: "
                              "--seed)")
@@ -88,8 +91,8 @@ def add_groundtruth_arguments(parser: argparse.ArgumentParser) -> None:
 def run_groundtruth(args: argparse.Namespace) -> None:
     from ..experiments.groundtruth import groundtruth
     ranking = groundtruth(args.space, args.out, base=experiment_base(args, GROUNDTRUTH_OPTIONS), seeds=args.seeds,
-                          sample=args.sample, backend=args.backend, size=args.profile_size, iters=args.iters,
-                          resources=resources(args), force=args.force, resume=args.resume, progress=not args.quiet)
+                          sample=args.sample, architectures=args.architectures, backend=args.backend,
+                          size=args.profile_size, iters=args.iters, resources=resources(args), force=args.force, resume=args.resume, progress=not args.quiet)
     shown = ranking[[c for c in ("rank", "heads", "delta_mtl", "delta_mtl_std", "latency_ms", "params",
                                  "pareto_latency", "status") if c in ranking]].head(12)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -14,6 +14,7 @@ from .options import add_run_options, run_config
 def run_search(args: argparse.Namespace) -> None:
     from ..runs.folder import RunFolder
     from ..training.api import search
+    from ..training.selection import SCORE_MEANING
     result = search(run_config(args, "search"), out=args.out, force=args.force, resume=args.resume,
                     progress=not args.quiet)
     arch = result.architecture
@@ -21,6 +22,9 @@ def run_search(args: argparse.Namespace) -> None:
     print(f"architecture {arch.id}: {len(arch.heads)} of {len(arch.space.heads)} heads kept "
           f"({result.run_dir / RunFolder.ARCHITECTURE})")
     print(result.table())
+    if result.select != "gates":
+        print(f"selected by {result.select}; score per head ({SCORE_MEANING[result.select]}): "
+              + ", ".join(f"{head} {score:+.2f}" for head, score in result.scores.items()))
     if result.predicted_latency_ms is not None:
         measured = f", measured {result.measured_latency_ms:.2f} ms" if result.measured_latency_ms is not None \
             else f" ({result.latency_note})"
@@ -28,7 +32,7 @@ def run_search(args: argparse.Namespace) -> None:
     if result.undecided:
         print(f"{len(result.undecided)} undecided: {', '.join(result.undecided)} ended within {result.margin} of the "
               f"threshold {result.threshold}; a longer search, or another seed, may decide them differently")
-    else:
+    elif result.select == "gates":
         print(f"decisive: every gate ended at least {result.margin} away from the threshold {result.threshold}")
 
 

@@ -22,7 +22,8 @@ def open_dataset(data: str | Path, split: str, spec: SyntheticSpec = SyntheticSp
 def synthetic_spec(config: RunConfig) -> SyntheticSpec:
     """The synthetic clips a configuration trains and is measured on."""
     height, width = config.frame_height_width
-    return SyntheticSpec(config.clips, config.frames, height, width, config.synthetic_seed, eval_clips=config.eval_clips)
+    return SyntheticSpec(config.clips, config.frames, height, width, config.synthetic_seed,
+                         eval_clips=config.eval_clips, scene=config.scene)
 
 
 def open_split(config: RunConfig, split: str) -> Dataset:

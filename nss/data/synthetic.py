@@ -1,10 +1,15 @@
 """Procedural video clips with exact ground truth for restoration, segmentation, flow and homography.
 
 A clip is a textured plane seen by a camera moving with a homography H_t per frame, with a few large textured
-ellipses sliding slowly over the plane. Frame t at pixel centre q shows the plane point p = P_t⁻¹q, so everything
+ellipses sliding over the plane. Frame t at pixel centre q shows the plane point p = P_t⁻¹q, so everything
 is known in closed form: the backward flow is P_(t-1)p − q on the plane and P_(t-1)(p − v_k) − q on object k,
-and the homography of the dominant plane from frame t-1 to t is H_t = P_t P_(t-1)⁻¹. Restoration needs the finest scale (fine texture, noise, blur),
-segmentation a middle one (large smooth shapes), motion is smooth and global (the coarsest suffices).
+and the homography of the dominant plane from frame t-1 to t is H_t = P_t P_(t-1)⁻¹.
+
+Two scenes (`SCENES`) ask for different scales, so that which heads a network needs is not always the same:
+- "textured" (the default): restoration needs the finest scale (fine texture, noise, blur), segmentation a middle
+  one (large smooth shapes), motion is smooth and global (the coarsest suffices);
+- "thin-fast": smooth textures (half resolution restores them), thin bars 2–5 px wide for segmentation, each
+  moving fast (2–5 px a frame) against a nearly still camera: a ¼-resolution flow cannot represent a bar's motion.
 """
 from __future__ import annotations
 
@@ -17,6 +22,22 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
+class Scene:
+    """What a scene's clips hold: fine-texture amplitude, the objects' shape and speed, the camera's motion."""
+
+    detail: float  # amplitude of the fine (3–5 px) texture, times SyntheticSpec.detail
+    objects: tuple[int, int]  # how many (low, high exclusive)
+    major: tuple[float, float]  # semi-axis, as a share of the frame's smaller side
+    minor: tuple[float, float] | None  # semi-axis in pixels (thin objects); None: as `major`
+    speed: tuple[float, float]  # pixels a frame, in a uniform direction
+    camera: float  # scale of the camera's rotation, zoom and shift
+
+
+SCENES = {"textured": Scene(1.0, (1, 4), (0.15, 0.3), None, (0.0, 0.5), 1.0),
+          "thin-fast": Scene(0.0, (2, 5), (0.25, 0.45), (1.0, 2.5), (2.0, 5.0), 0.3)}
+
+
+@dataclass(frozen=True)
 class SyntheticSpec:
     clips: int = 24
     frames: int = 8
@@ -25,6 +46,11 @@ class SyntheticSpec:
     seed: int = 0
     detail: float = 1.0  # amplitude of the fine (3–5 px) texture; 0 gives band-limited frames
     eval_clips: int | None = None  # validation and test clips each; None: a quarter of `clips`, at least 2
+    scene: str = "textured"  # one of SCENES
+
+    def __post_init__(self) -> None:
+        if self.scene not in SCENES:
+            raise ValueError(f"unknown scene {self.scene!r}: choose one of {', '.join(SCENES)}")
 
     def clips_in(self, split: str) -> int:
         # a clip's content depends on (seed, split, index) alone: more eval clips extend the split, never redraw it
@@ -57,12 +83,12 @@ class _Texture:
         return np.clip(self.base + np.sin(arg) @ self.amps, 0.0, 1.0)
 
 
-def _camera_step(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A small homography (rotation, zoom, shift, slight perspective) about the image centre."""
-    angle = np.deg2rad(rng.uniform(-2.0, 2.0))
-    zoom = rng.uniform(0.98, 1.02)
-    shift = rng.uniform(-2.5, 2.5, 2)
-    persp = rng.uniform(-3e-4, 3e-4, 2)
+def _camera_step(rng: np.random.Generator, h: int, w: int, scale: float = 1.0) -> np.ndarray:
+    """A small homography (rotation, zoom, shift, slight perspective) about the image centre; `scale` shrinks it."""
+    angle = np.deg2rad(rng.uniform(-2.0, 2.0) * scale)
+    zoom = rng.uniform(1 - 0.02 * scale, 1 + 0.02 * scale)
+    shift = rng.uniform(-2.5, 2.5, 2) * scale
+    persp = rng.uniform(-3e-4, 3e-4, 2) * scale
     c, s = np.cos(angle) * zoom, np.sin(angle) * zoom
     centre = np.array([[1, 0, w / 2], [0, 1, h / 2], [0, 0, 1]])
     move = np.array([[c, -s, shift[0]], [s, c, shift[1]], [persp[0] / w * 64, persp[1] / h * 64, 1]])
@@ -95,18 +121,26 @@ def render_clip(spec: SyntheticSpec, split: str, clip: int) -> dict[str, np.ndar
     h, w, frames = spec.height, spec.width, spec.frames
     ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
 
-    background = _Texture.random(rng, rng.uniform(0.25, 0.5, 3), fine=0.06 * spec.detail)
-    n_objects = int(rng.integers(1, 4))
+    scene = SCENES[spec.scene]
+    detail = scene.detail * spec.detail
+    background = _Texture.random(rng, rng.uniform(0.25, 0.5, 3), fine=0.06 * detail)
+    n_objects = int(rng.integers(*scene.objects))
     objects = []
     for _ in range(n_objects):
-        objects.append({
-            "texture": _Texture.random(rng, rng.uniform(0.6, 0.85, 3), fine=0.04 * spec.detail),
-            "centre": rng.uniform(0.2, 0.8, 2) * (w, h),
-            "axes": rng.uniform(0.15, 0.3, 2) * min(h, w),
-            "angle": rng.uniform(0, np.pi),
-            "velocity": rng.uniform(-0.5, 0.5, 2),  # mostly rigid: motion is smooth and global
-        })
-    steps = [np.eye(3)] + [_camera_step(rng, h, w) for _ in range(frames - 1)]
+        texture = _Texture.random(rng, rng.uniform(0.6, 0.85, 3), fine=0.04 * detail)
+        centre = rng.uniform(0.2, 0.8, 2) * (w, h)
+        if scene.minor is None:
+            axes = rng.uniform(*scene.major, 2) * min(h, w)
+        else:
+            axes = np.array([rng.uniform(*scene.major) * min(h, w), rng.uniform(*scene.minor)])
+        angle = rng.uniform(0, np.pi)
+        if scene.speed[0] == 0:  # the textured scene's objects drift by up to half a pixel along each axis
+            velocity = rng.uniform(-scene.speed[1], scene.speed[1], 2)
+        else:
+            heading = rng.uniform(0, 2 * np.pi)
+            velocity = rng.uniform(*scene.speed) * np.array([np.cos(heading), np.sin(heading)])
+        objects.append({"texture": texture, "centre": centre, "axes": axes, "angle": angle, "velocity": velocity})
+    steps = [np.eye(3)] + [_camera_step(rng, h, w, scene.camera) for _ in range(frames - 1)]
 
     clean = np.empty((frames, h, w, 3), np.float32)
     layer = np.zeros((frames, h, w), np.int64)

@@ -1,13 +1,13 @@
 """Evaluation: every metric of every head on a split, at full resolution, next to the trivial predictor."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from search_spaces import SearchSpace, parse_head
+from search_spaces import SearchSpace, TaskSpec, parse_head
 from supernet import MostNet
 
 from ..model.outputs import to_full_resolution
@@ -55,6 +55,17 @@ class MetricSums:
         return {key: (num / den if den else float("nan")) for key, (num, den) in self.sums.items()}
 
 
+def labelled_tasks(space: SearchSpace, batch: dict) -> Iterator[tuple[TaskSpec, torch.Tensor, torch.Tensor,
+                                                                         torch.Tensor | None]]:
+    """Each task with labelled samples in `batch`: (task, which samples (B,) bool, their targets, their per-pixel
+    weights or None)."""
+    for task in space.tasks:
+        valid = batch["valid"][task.kind]
+        if valid.any():
+            weight = batch["weight"][task.kind][valid] if task.kind in batch.get("weight", {}) else None
+            yield task, valid, batch[task.kind][valid], weight
+
+
 @torch.no_grad()
 def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
              batch_size: int = 4) -> pd.DataFrame:
@@ -66,12 +77,7 @@ def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.
     for batch in DataLoader(data, batch_size=batch_size):
         batch = batch_to(batch, device)
         full = to_full_resolution(space, network(batch["previous"], batch["current"]))
-        for task in space.tasks:
-            valid = batch["valid"][task.kind]
-            if not valid.any():
-                continue
-            target = batch[task.kind][valid]
-            weight = batch["weight"][task.kind][valid] if task.kind in batch.get("weight", {}) else None
+        for task, valid, target, weight in labelled_tasks(space, batch):
             for metric in task.metrics:
                 baseline = trivial_prediction(task.kind, batch)[valid]
                 sums.add(("baseline", "baseline", task.name, 1), metric.name, baseline, target, weight)

@@ -3,6 +3,7 @@ evaluated on the validation and test splits and profiled, as trials. The ranking
 judged against (`nss rank`)."""
 from __future__ import annotations
 
+import csv
 import math
 import warnings
 from dataclasses import replace
@@ -22,7 +23,7 @@ from ..evaluation.metrics import delta_mtl, pareto_mask
 from ..evaluation.runs import evaluate_splits
 from ..io import atomic_write, atomic_write_text
 from ..model.costs import network_costs, reference_network
-from ..scale_search.derive import save_architecture
+from ..scale_search.derive import save_architecture, with_fixed_heads
 from ..training.api import retrain
 from .experiment import Experiment, Trial, run_in
 from .runner import ListSource, Resources, job, ray_session, run_trials
@@ -62,6 +63,59 @@ def enumerate_architectures(space: SearchSpace, sample: int | None = None, seed:
     middle = every[1:-1]
     picked = np.random.default_rng(seed).choice(len(middle), sample - 2, replace=False)
     return [every[0]] + [middle[i] for i in sorted(picked)] + [every[-1]]
+
+
+def read_architectures(path: str | Path, space: SearchSpace) -> list[Architecture]:
+    """The architectures a file lists, in its order, each once: a CSV with a `heads` column (as ranking.csv), or
+    one comma-separated heads list per line ('-' or an empty list: the fixed heads alone; '#' starts a comment).
+    The space's fixed heads are kept whether listed or not."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise NSSError(f"--architectures: {path} cannot be read ({err.strerror})") from None
+    lines = text.splitlines()
+    if lines and "heads" in next(csv.reader(lines[:1])):
+        heads_column = pd.read_csv(path, dtype={"heads": str}, keep_default_na=False)["heads"]
+        listed = [(number, value) for number, value in enumerate(heads_column, start=2)]
+    else:
+        listed = [(number, line.split("#")[0].strip()) for number, line in enumerate(lines, start=1)]
+        listed = [(number, value) for number, value in listed if value]
+    architectures: dict[str, Architecture] = {}
+    for number, value in listed:
+        heads = [h.strip() for h in value.split(",") if h.strip() not in ("", "-")]
+        unknown = [h for h in heads if h not in space.heads]
+        if unknown:
+            raise NSSError(f"--architectures: {path} line {number}: {unknown[0]!r} is not a head of {space.name!r} "
+                           f"(its searchable heads: {', '.join(space.searchable)})")
+        architecture = with_fixed_heads(space, heads)
+        architectures.setdefault(architecture.id, architecture)
+    if not architectures:
+        raise NSSError(f"--architectures: {path} lists no architecture")
+    return list(architectures.values())
+
+
+def extended(manifest: dict[str, Any], seeds: Sequence[int], architectures: str | Path | None) -> dict[str, Any]:
+    """A ground truth's manifest with retrainings added: each of `seeds` for the architectures the file lists (of
+    those the ground truth holds; default all of them). A seed that retrains only some architectures is listed in
+    the manifest's `only` ({seed: ids})."""
+    space = SearchSpace.from_dict(manifest["space"])
+    held = set(manifest["architectures"])
+    ids = [a.id for a in read_architectures(architectures, space)] if architectures is not None else sorted(held)
+    missing = [i for i in ids if i not in held]
+    if missing:
+        raise NSSError(f"--architectures: {architectures} lists {len(missing)} architecture(s) this ground truth does "
+                       f"not hold (e.g. {missing[0]}): add them in a ground truth of their own")
+    only = dict(manifest.get("only", {}))
+    for seed in seeds:
+        if seed in manifest["seeds"] and str(seed) not in only:
+            continue  # every architecture is retrained at this seed already
+        planned = set(only.get(str(seed), [])) | set(ids)
+        if planned >= held:
+            only.pop(str(seed), None)
+        else:
+            only[str(seed)] = sorted(planned)
+    return dict(manifest, seeds=sorted(set(manifest["seeds"]) | set(seeds)), only=only)
 
 
 def groundtruth_base(base: RunConfig) -> RunConfig:
@@ -166,32 +220,40 @@ def marginal_values(ranking: pd.DataFrame, space: SearchSpace, column: str = "de
 
 def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", *,
                 base: RunConfig | None = None, seeds: Sequence[int] | None = None, sample: int | None = None,
-                backend: str = "torch", size: tuple[int, int] | None = None, iters: int = 30,
+                architectures: str | Path | None = None, backend: str = "torch", size: tuple[int, int] | None = None, iters: int = 30,
                 resources: Resources = Resources(), force: bool = False, resume: bool = False,
                 progress: bool = True) -> pd.DataFrame:
     """Retrain every architecture of `space` (default most_net_plus; or `sample` of them, drawn with `base.seed`) once
     per seed of `seeds` (default: `base.seed`) with `base`'s retraining settings, every seed on the clips of
     `base.synthetic_seed`, and evaluate it on validation and test (GROUNDTRUTH_EVAL_CLIPS clips each unless
-    `base.eval_clips` is set); then
+    `base.eval_clips` is set); or only those the file `architectures` lists (`read_architectures`); then
     time every architecture in turn on `backend` (at `size`, default the frame size), on the machine alone.
-    Returns ranking.csv's table. With `resume`, the ground truth in `out` goes on."""
+    Returns ranking.csv's table. With `resume`, the ground truth in `out` goes on; `seeds` (and `architectures`)
+    with it add retrainings at those seeds (of the architectures listed) to it (`extended`)."""
     experiment = Experiment(out, "groundtruth")
     resources.validate()
     if resume:
-        if base is not None or seeds is not None or sample is not None or space is not None:
-            raise NSSError("a resumed ground truth keeps its settings: give only --out (and resources) with --resume")
+        if any(given is not None for given in (base, sample, space)) or (architectures is not None and not seeds):
+            raise NSSError("a resumed ground truth keeps its settings: give only --out (and resources) with --resume, "
+                           "or --seeds (and --architectures) to add retrainings to it")
         manifest = experiment.manifest()
+        if seeds:
+            manifest = extended(manifest, seeds, architectures)
+            experiment.write_manifest(manifest)
     else:
         space = space or "most_net_plus"
         base_config = groundtruth_base(replace(base or RunConfig(), space=space).validate())
         the_space = get_space(space)
-        architectures = enumerate_architectures(the_space, sample, base_config.seed)
+        if architectures is not None and sample is not None:
+            raise NSSError("--architectures and --sample: give the architectures to retrain one way")
+        chosen = read_architectures(architectures, the_space) if architectures is not None else \
+            enumerate_architectures(the_space, sample, base_config.seed)
         seeds = list(seeds) if seeds is not None else [base_config.seed]
         if not seeds or len(set(seeds)) < len(seeds):
             raise NSSError(f"--seeds: give distinct seeds, got {seeds}")
         experiment.refuse_existing(force)
         manifest = {"space": the_space.to_dict(), "base": base_config.with_absolute_paths().to_dict(),
-                    "seeds": seeds, "sample": sample, "architectures": [a.id for a in architectures],
+                    "seeds": seeds, "sample": sample, "architectures": [a.id for a in chosen],
                     "options": measurement_options(backend, base_config.device, iters,
                                                    size or base_config.frame_height_width)}
     the_space = SearchSpace.from_dict(manifest["space"])
@@ -237,9 +299,10 @@ def groundtruth_trials(experiment: Experiment, architectures: list[Architecture]
         save_architecture(paths[architecture.id], architecture)
     ends, middle = architectures[:1] + architectures[1:][-1:], architectures[1:-1]  # (a space of one: one end)
     order = ends + [middle[i] for i in np.random.default_rng(manifest["base"]["seed"]).permutation(len(middle))]
+    only = manifest.get("only", {})
     return [Trial(f"{a.id}-seed{seed}", GROUNDTRUTH_JOB, dict(manifest["base"], seed=seed, architecture=str(paths[a.id])),
                   {"architecture": a.id, "heads": ",".join(a.searchable_kept), "seed": seed}, manifest["options"])
-            for seed in manifest["seeds"] for a in order]
+            for seed in manifest["seeds"] for a in order if str(seed) not in only or a.id in only[str(seed)]]
 
 
 def measure_latencies(experiment: Experiment, architectures: list[Architecture], base: RunConfig,

@@ -49,7 +49,8 @@ def front_at(ranking: pd.DataFrame, latency: float) -> float:
 
 def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path | None = None) -> pd.DataFrame:
     """One row per search run: its architecture's rank, percentile and Pareto standing in the ground truth, the
-    rank correlation (Kendall's τ, Spearman's ρ) of its final gate probabilities with the heads' marginal values,
+    rank correlation (Kendall's τ, Spearman's ρ) of its per-head scores (architecture.json `scores`: the final gate
+    probabilities, or what its `select` ranked the heads by) with the heads' marginal values,
     and what the search cost against the ground truth. Written to `out` (default GT/rank.csv)."""
     ranking, space, experiment = load_ranking(groundtruth)
     done = ranking[ranking["status"] == "done"]
@@ -70,9 +71,9 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
         if architecture.space != space:
             raise NSSError(f"{run}: searched space {architecture.space.name!r}, but the ground truth is of "
                            f"{space.name!r}")
-        gates = data.get("gates", {})
-        row = {"run": run.name, "tau": data.get("tau"), "architecture": architecture.id,
-               "heads": ",".join(architecture.searchable_kept)}
+        scores = data.get("scores") or data.get("gates", {})  # what the search ranked the heads by
+        row = {"run": run.name, "tau": data.get("tau"), "select": data.get("select", "gates"),
+               "architecture": architecture.id, "heads": ",".join(architecture.searchable_kept)}
         match = done[done["architecture"] == architecture.id]
         if len(match):
             found = match.iloc[0]
@@ -86,10 +87,11 @@ def rank(groundtruth: str | Path, runs: Sequence[str | Path], *, out: str | Path
             standing = {"not run": "not retrained yet", "error": "failed"}
             row["note"] = (f"architecture {standing[listed.iloc[0]]} in the ground truth" if len(listed)
                            else "architecture not in the ground truth (a sample)")
-        heads = [h for h in space.searchable if h in gates and not math.isnan(marginal[h])]
+        heads = [h for h in space.searchable if h in scores and not math.isnan(marginal[h])
+                 and not math.isnan(scores[h])]
         if len(heads) >= 3:
-            probabilities, values = [gates[h] for h in heads], [marginal[h] for h in heads]
-            kendall, spearman = stats.kendalltau(probabilities, values), stats.spearmanr(probabilities, values)
+            by_search, values = [scores[h] for h in heads], [marginal[h] for h in heads]
+            kendall, spearman = stats.kendalltau(by_search, values), stats.spearmanr(by_search, values)
             row.update({"kendall_tau": float(kendall.statistic), "kendall_p": float(kendall.pvalue),
                         "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)})
         row.update({"search_wall_s": search_wall_time(run, config), "groundtruth_wall_s": groundtruth_wall})

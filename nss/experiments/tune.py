@@ -36,7 +36,7 @@ from .sweep import PRETRAIN_JOB
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "tau": {"low": 0.5, "high": 10.0, "log": True},
     "sparsity": {"low": 1e-6, "high": 1e-2, "log": True},
-    "sparsity_kind": {"choices": ["log", "l1"]},
+    "sparsity_kind": {"choices": list(OPTIONS["sparsity_kind"].choices)},
     "threshold": {"low": 0.3, "high": 0.7},
 }
 # What a trial may set without changing the shared pretraining.

@@ -4,6 +4,7 @@
     RUN/space.json          the search space
     RUN/architecture.json   a search's derived architecture; a retraining's network
     RUN/latency.json        a latency-aware search's copy of its cost table
+    RUN/subnetworks.csv     a one-shot search's measure of every sub-network on the validation split
     RUN/metrics.csv gates.csv deltas.csv validation.csv conflicts.csv   long-form logs, one row per logged step
     RUN/checkpoints/        last.pt (resume), best.pt (retraining's best validation), pretrained.pt (a pretraining)
     RUN/eval.csv            `nss evaluate`'s metrics
@@ -78,6 +79,7 @@ class Table:
 
 class RunFolder:
     CONFIG, SPACE, ARCHITECTURE, COST_TABLE = "config.yaml", "space.json", "architecture.json", "latency.json"
+    SUBNETWORKS = "subnetworks.csv"
     EVAL, PROFILE, COST_TABLE_MEASURED = "eval.csv", "profile.json", "latency_table.json"
     METRICS, GATES, DELTAS, VALIDATION, CONFLICTS = "metrics.csv", "gates.csv", "deltas.csv", "validation.csv", \
         "conflicts.csv"
@@ -146,6 +148,9 @@ class RunFolder:
     # -- small files ---------------------------------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_text(self / name, json.dumps(data, indent=2) + "\n")
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> None:
+        atomic_write(self / name, lambda tmp: frame.to_csv(tmp, index=False))
 
     def write_yaml(self, name: str, data: Any) -> None:
         atomic_write_text(self / name, yaml.safe_dump(data, sort_keys=False))

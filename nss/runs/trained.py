@@ -110,9 +110,13 @@ def derive(out: str | Path, *, run: str | Path | None = None, threshold: float =
         gates = searched_gates(config, last)
         if gates is None:
             raise NSSError(f"{folder.path}: has no searched gates (its last checkpoint is from {last.get('phase')!r})")
+        if config.select != "gates":
+            raise NSSError(f"{folder.path}: picked its heads by {config.select} (--select), not by a threshold on its "
+                           f"gates: its architecture.json is its pick")
         probabilities = gates.probabilities()
-        architecture = derive_architecture(get_space(config.space), probabilities, threshold)
-        save_architecture(out, architecture, gates=probabilities, threshold=threshold, source=str(run))
+        architecture = derive_architecture(get_space(config.space), probabilities, threshold, config.contiguous)
+        save_architecture(out, architecture, gates=probabilities, threshold=threshold, contiguous=config.contiguous,
+                          source=str(run))
     else:
         architecture = with_fixed_heads(space, heads or ())
         save_architecture(out, architecture, source="hand-made")

@@ -9,10 +9,27 @@ from search_spaces import Architecture, SearchSpace, head_name
 from ..io import atomic_write_text
 
 
-def derive_architecture(space: SearchSpace, probabilities: dict[str, float], threshold: float = 0.5) -> Architecture:
-    """Keep every fixed head and every searchable head whose on-probability is ≥ threshold."""
-    kept = [h for h in space.heads if h in space.fixed or probabilities[h] >= threshold]
-    return Architecture(space, tuple(kept))
+def derive_architecture(space: SearchSpace, probabilities: dict[str, float], threshold: float = 0.5,
+                        contiguous: bool = False) -> Architecture:
+    """Keep every fixed head and every searchable head whose on-probability is ≥ threshold (`contiguous`: and whose
+    next coarser head is kept)."""
+    kept = [h for h in space.searchable if probabilities[h] >= threshold]
+    return with_fixed_heads(space, contiguous_heads(space, kept) if contiguous else kept)
+
+
+def contiguous_heads(space: SearchSpace, heads: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The searchable `heads` that have every coarser head of their task in the space kept too (fixed or listed):
+    a finer head only with the next coarser one."""
+    kept = set(heads) | set(space.fixed)
+    out = []
+    for task in space.tasks:
+        for scale in reversed(space.scales_of(task.name)):  # coarse to fine: a dropped head ends the task's chain
+            head = head_name(task.name, scale)
+            if head not in kept:
+                break
+            if head not in space.fixed:
+                out.append(head)
+    return tuple(h for h in space.searchable if h in out)
 
 
 def undecided_heads(probabilities: dict[str, float], threshold: float, margin: float) -> list[str]:

@@ -78,6 +78,12 @@ class Gates(nn.Module):
             return self._sample(drawn, soft, drawn)
         return self._sample(soft, soft, drawn)
 
+    def bernoulli(self) -> GateSample:
+        """Each head on or off with probability ½, independently, without a gradient to the logits: the sub-network
+        a one-shot supernet trains at a step."""
+        drawn = (torch.rand(len(self.heads), device=self.logits.device) < 0.5).to(self.logits.dtype)
+        return self._sample(drawn, drawn, drawn)
+
     def _sample(self, alphas: torch.Tensor, costs: torch.Tensor, draw: torch.Tensor,
                 log_prob: torch.Tensor | None = None) -> GateSample:
         return GateSample(*(dict(zip(self.heads, v)) for v in (alphas, costs, draw)), log_prob)
@@ -114,8 +120,13 @@ def straight_through(on: torch.Tensor) -> torch.Tensor:
 
 
 def sparsity_penalty(alphas: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-    """L_0(α): Σ log α as in the dissertation, or Σ α (l1). Minimising either drives gates off."""
+    """L_0(α), minimised to drive gates off. With α = σ(ℓ) of a gate's logit ℓ, the pull −∂L_0/∂ℓ of each kind:
+    log (Σ log α, the dissertation's): 1 − α, which does not fade as the gate closes, where the task loss's pull
+    (∝ α(1 − α)) does; l1 (Σ α): α(1 − α), as the loss's; skip-ce (−Σ log(1 − α), a cross-entropy towards "off",
+    as AdaShare's): α, fading as the gate closes."""
     stacked = torch.stack(list(alphas.values()))
     if kind == "log":
         return torch.log(stacked.clamp_min(1e-6)).sum()
+    if kind == "skip-ce":
+        return -torch.log((1 - stacked).clamp_min(1e-6)).sum()
     return stacked.sum()

@@ -4,6 +4,7 @@ latency terms, and whether gate and weight steps alternate (bi-level)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,15 +20,22 @@ from .latency import CostTable, LatencyTerm
 
 
 def composites(space: SearchSpace, full: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
-               alphas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Õ_i = u_i(Ô_i^S) + Σ_(s<S) α_i^s Δ_i^s; heads without a gate (fixed) count with α = 1."""
+               alphas: dict[str, Any], contiguous: bool = False) -> dict[str, torch.Tensor]:
+    """Õ_i = u_i(Ô_i^S) + Σ_(s<S) α_i^s Δ_i^s; heads without a gate (fixed) count with α = 1. `contiguous`: a
+    refinement is gated by its own α times that of every coarser one, so a finer head counts only as much as the
+    next coarser one does, and a 0/1 choice always scores an output its derived network computes."""
     out = {}
     for task in space.tasks:
         scales = present_scales(space, task.name, full)
+        gate: dict[int, Any] = {}
+        coarser: Any = 1.0
+        for scale in reversed(scales[:-1]):
+            own = alphas.get(head_name(task.name, scale), 1.0)
+            gate[scale] = coarser = own * coarser if contiguous else own
         composite = full[head_name(task.name, scales[-1])]
         for scale in scales[:-1]:
             head = head_name(task.name, scale)
-            composite = composite + (alphas[head] * deltas[head] if head in alphas else deltas[head])
+            composite = composite + gate[scale] * deltas[head]
         out[task.name] = composite
     return out
 
@@ -49,6 +57,8 @@ class SearchObjective:
     sparsity_kind: str = "log"
     latency: LatencyTerm | None = None
     bilevel: bool = False
+    contiguous: bool = False
+    random_heads: bool = False  # one-shot: each head kept or dropped at random (Bernoulli ½), the gates unused
 
     @classmethod
     def from_config(cls, config: RunConfig, space: SearchSpace) -> "SearchObjective":
@@ -58,14 +68,14 @@ class SearchObjective:
             latency = LatencyTerm(CostTable.load(config.latency_table, space), config.latency_weight,
                                   config.latency_target, config.latency_target_weight)
         return cls(space, Gates(space.searchable, config.relaxation), config.tau, config.hard, config.sparsity,
-                   config.sparsity_kind, latency, config.bilevel)
+                   config.sparsity_kind, latency, config.bilevel, config.contiguous, config.select == "oneshot")
 
     def loss(self, network: MostNet, batch: dict) -> StepResult:
         """One step's objective on a batch, with a fresh gate sample."""
         full = to_full_resolution(self.space, network(batch["previous"], batch["current"]))
         deltas = refinements(self.space, full)
-        sample = self.gates.sample(self.tau, self.hard)
-        composite = composites(self.space, full, deltas, sample.alphas)
+        sample = self.gates.bernoulli() if self.random_heads else self.gates.sample(self.tau, self.hard)
+        composite = composites(self.space, full, deltas, sample.alphas, self.contiguous)
         losses = {task.name: task_loss(task, composite[task.name], batch) for task in self.space.tasks}
         penalty = sparsity_penalty(sample.costs, "l1" if sample.log_prob is not None else self.sparsity_kind)
         costs = self.sparsity * penalty

@@ -25,9 +25,11 @@ from ..evaluation.evaluate import evaluate, finest_per_task
 from ..evaluation.metrics import delta_mtl
 from ..model.step import StepResult, supervised_loss
 from ..runs.folder import RunFolder
-from ..scale_search.derive import architecture_table, derive_architecture, save_architecture, undecided_heads
+from ..errors import NSSError
+from ..scale_search.derive import architecture_table, save_architecture, undecided_heads
 from ..scale_search.objective import SearchObjective
 from .balancing import make as make_balancer
+from .selection import select_heads
 from .session import Session
 
 VALIDATION_STREAM = 3
@@ -75,9 +77,8 @@ class Phase:
         """What besides the network a checkpoint holds and a gradient-conflict measurement covers."""
         return {"balancer": self.balancer}
 
-    @property
-    def updated(self) -> tuple[str, ...]:
-        """The optimisers a training batch's loss steps."""
+    def updated(self, step: int) -> tuple[str, ...]:
+        """The optimisers a training batch's loss steps at `step`."""
         return tuple(self.optimizers)
 
     def folder_tag(self) -> str:
@@ -148,14 +149,20 @@ class SearchResult:
     predicted_latency_ms: float | None = None  # with a latency table: base + Σ kept marginals
     measured_latency_ms: float | None = None  # … and measured on the table's backend where it runs here
     latency_note: str | None = None
+    select: str = "gates"
+    scores: dict[str, float] | None = None  # per searchable head, what `select` ranked it by (SCORE_MEANING)
 
     def table(self) -> str:
-        return architecture_table(self.architecture, self.probabilities, self.undecided)
+        """Task × scale, each head with its gate's on-probability, or its score where the heads were not
+        selected by their gates."""
+        return architecture_table(self.architecture, self.probabilities if self.select == "gates" else self.scores,
+                                  self.undecided)
 
     def summary(self) -> dict[str, Any]:
         """What an experiment records of a search."""
         return {"architecture": self.architecture.id, "heads": list(self.architecture.heads),
-                "probabilities": self.probabilities, "undecided": list(self.undecided)}
+                "probabilities": self.probabilities, "undecided": list(self.undecided), "select": self.select,
+                "scores": self.scores}
 
 
 class SearchPhase(Phase):
@@ -167,6 +174,9 @@ class SearchPhase(Phase):
     def __init__(self, session: Session, steps: int | None = None):
         c = session.config
         super().__init__(session, c.search_steps if steps is None else steps, "ls")
+        if c.gate_warmup >= self.steps:
+            raise NSSError(f"--gate-warmup: {c.gate_warmup} steps leave none of the search's {self.steps} for the "
+                           "gates; give fewer warm-up steps or a longer search")
         self.objective = SearchObjective.from_config(c, session.space)
         if self.objective.latency is not None:
             table = self.objective.latency.table
@@ -176,7 +186,7 @@ class SearchPhase(Phase):
                             *table.input_size, c.network, "x".join(map(str, c.frame_height_width)))
         self.gates = self.objective.gates.to(session.device)
         self.optimizers["alpha"] = torch.optim.Adam(self.gates.parameters(), lr=c.gate_lr)
-        if self.objective.bilevel:
+        if self.objective.bilevel or c.select != "gates":
             session.validation  # noqa: B018 - opened and checked now, before the run folder is made
         self.alpha_batches: Iterator[dict] | None = None
         self.alpha_loss: float | None = None
@@ -185,9 +195,9 @@ class SearchPhase(Phase):
     def modules(self) -> dict[str, nn.Module]:
         return {"gates": self.gates, **super().modules()}
 
-    @property
-    def updated(self) -> tuple[str, ...]:
-        return ("theta",) if self.objective.bilevel else ("theta", "alpha")
+    def updated(self, step: int) -> tuple[str, ...]:
+        gates_held = self.objective.bilevel or self.objective.random_heads or step <= self.session.config.gate_warmup
+        return ("theta",) if gates_held else ("theta", "alpha")
 
     def folder_tag(self) -> str:
         return f"-tau{self.objective.tau:g}"
@@ -197,7 +207,7 @@ class SearchPhase(Phase):
             run.write_json(RunFolder.COST_TABLE, self.objective.latency.table.raw)
 
     def start(self, trainer: Trainer, step: int) -> None:
-        if self.objective.bilevel:  # the α step of step k is taken on validation batch k
+        if self.objective.bilevel and not self.objective.random_heads:  # the α step of step k: validation batch k
             self.alpha_batches = trainer.batches(VALIDATION_STREAM, step, self.steps, self.session.validation)
 
     def loss(self, trainer: Trainer, step: int, batch: dict) -> StepResult:
@@ -222,13 +232,19 @@ class SearchPhase(Phase):
 
     def finish(self, trainer: Trainer) -> None:
         c, path = self.session.config, trainer.run / RunFolder.ARCHITECTURE
-        probabilities = self.gates.probabilities()
-        architecture = derive_architecture(self.session.space, probabilities, c.threshold)
-        undecided = tuple(undecided_heads(probabilities, c.threshold, c.margin))
+        latency = self.objective.latency
+        selection = select_heads(self.session, self.network, self.gates, latency and latency.table,
+                                 c.latency_target)
+        architecture, probabilities = selection.architecture, self.gates.probabilities()
+        undecided = tuple(undecided_heads(probabilities, c.threshold, c.margin)) if c.select == "gates" else ()
+        if selection.subnetworks is not None:
+            trainer.run.write_csv(RunFolder.SUBNETWORKS, selection.subnetworks)
         provenance = dict(gates=probabilities, threshold=c.threshold, tau=c.tau, margin=c.margin,
-                          undecided=list(undecided), relaxation=c.relaxation)
+                          undecided=list(undecided), relaxation=c.relaxation, select=c.select,
+                          contiguous=c.contiguous, scores=selection.scores)
         save_architecture(path, architecture, **provenance)
-        self.result = SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided)
+        self.result = SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided,
+                                   select=c.select, scores=selection.scores)
         if self.objective.latency is not None:  # saved again with its latency: the architecture is on disk already
             cost = measured_on_table_backend(architecture, self.objective.latency.table)
             save_architecture(path, architecture, **provenance, **cost)

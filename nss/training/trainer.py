@@ -94,7 +94,7 @@ class Trainer:
         try:
             for step, batch in enumerate(self.batches(phase.stream, start, phase.steps), start=start + 1):
                 result = phase.loss(self, step, batch)
-                self.descend(phase, step, result, phase.updated,
+                self.descend(phase, step, result, phase.updated(step),
                              measure=bool(c.conflicts_every) and step % c.conflicts_every == 0)
                 for scheduler in phase.schedulers.values():
                     scheduler.step()

@@ -1,0 +1,247 @@
+"""Is a search's pick tied with the best? Every search strategy's picks placed in a ground truth (`nss rank`),
+per scenario, beside the baselines any search must beat: one architecture drawn at random (the exact expectation
+over the ground truth), the full and the minimal network, and random search at equal budget (architectures drawn
+at random, as many as the CPU time of one search and its retraining retrains, the best on validation kept: its
+exact expectation from the ranking, no new runs).
+
+A strategy is what a search's config.yaml says of the options that pick heads (select, sparsity kind and weight,
+gate warm-up, contiguity, τ, relaxation); the runs of one strategy differ by their seed. Per strategy: mean,
+median and worst regret (best Δ_MTL of the ground truth − the pick's, in points), mean rank, picks tied with the
+best (within the ground truth's noise), picks on the latency Pareto front or within noise of it, how often
+restoration@1 is kept and flow@1 is kept without flow@2, Kendall τ of the per-head scores against the heads'
+marginal values (beside its noise ceiling: τ between the marginal values of two draws of the ground truth's
+retraining noise), and the cost (CPU seconds of pretraining + search, and in dissertation searches: `log`
+strategy's mean).
+
+    python benchmarks/search_validity.py --groundtruth textured=runs/reference-groundtruth/gt-4000-64 \\
+        --groundtruth thin-fast=runs/reference-groundtruth/thin-fast/gt-4000 --runs RUNS_DIR... --out OUT
+
+Writes OUT/validity.csv (long form: scenario, strategy, is_default, seed, heads, rank, regret, tied_with_best,
+on_front, cost_s, with the baselines' expectations as rows without a seed), OUT/validity.md (a table per
+scenario) and OUT/validity.png (regret per strategy, one dot per seed, the random pick's and the full network's
+as lines).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.special import comb
+
+from nss.config import RunConfig
+from nss.experiments.groundtruth import marginal_values, noise_floor, tie_margin
+from nss.experiments.rank import front_at, load_ranking, rank
+from nss.runs.folder import RunFolder
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "contiguous", "tau", "relaxation")
+DEFAULTS = {name: getattr(RunConfig(), name) for name in STRATEGY_OPTIONS}
+
+
+def strategy_of(config: dict) -> str:
+    """A readable name of the options that pick heads, the defaults left out but for select and penalty."""
+    parts = [config["select"]]
+    if config["select"] != "oneshot":  # a one-shot search's gates are never stepped: no penalty to name
+        parts.append(config["sparsity_kind"] if config["sparsity"] > 0 else "no sparsity")
+        if config["sparsity"] not in (0, DEFAULTS["sparsity"]):
+            parts.append(f"μ {config['sparsity']:g}")
+    if config["gate_warmup"]:
+        parts.append(f"warm-up {config['gate_warmup']}")
+    if config["contiguous"]:
+        parts.append("contiguous")
+    for name in ("tau", "relaxation"):
+        if config[name] != DEFAULTS[name]:
+            parts.append(f"{name} {config[name]}")
+    return " + ".join(parts)
+
+
+def search_runs(paths: list[str]) -> list[Path]:
+    """Finished search runs: each path, or the run folders inside it."""
+    runs = []
+    for path in map(Path, paths):
+        candidates = [path] if (path / RunFolder.CONFIG).is_file() else \
+            sorted(p.parent for p in path.glob("*/config.yaml"))
+        runs += [r for r in candidates if (r / RunFolder.ARCHITECTURE).is_file()
+                 and RunFolder(r).read_yaml(RunFolder.CONFIG).get("command") == "search"]
+    return runs
+
+
+def scenario_runs(runs: list[Path], scenario: str) -> list[Path]:
+    return [r for r in runs if RunFolder(r).read_yaml(RunFolder.CONFIG).get("scene", "textured") == scenario]
+
+
+def placed(groundtruth: Path, runs: list[Path], scenario: str) -> pd.DataFrame:
+    """One row per run: where its pick stands (nss rank) and its strategy."""
+    with tempfile.TemporaryDirectory() as scratch:
+        table = rank(groundtruth, runs, out=Path(scratch) / "rank.csv")
+    ranking, space, _ = load_ranking(groundtruth)
+    table["scenario"] = scenario
+    configs = [RunFolder(r).read_yaml(RunFolder.CONFIG) for r in runs]
+    table["strategy"] = [strategy_of(c) for c in configs]
+    table["is_default"] = [all(c[n] == DEFAULTS[n] for n in STRATEGY_OPTIONS) for c in configs]
+    table["seed"] = [c["seed"] for c in configs]
+    table["regret"] = table["best_delta_mtl"] - table["delta_mtl"]
+    seeds = ranking.set_index("architecture")["seeds_done"]
+    margin = tie_margin(ranking, table["architecture"].map(seeds).fillna(1).to_numpy(), 1)  # against the front
+    table["on_front"] = table["pareto_latency"].astype(bool) | (table["below_front"] <= margin)
+    table["cost_s"] = table["search_wall_s"]
+    return table
+
+
+def random_search_choice(ranking: pd.DataFrame, draws: int) -> np.ndarray:
+    """P(each architecture is the one kept) when `draws` architectures are drawn uniformly without replacement and
+    the best on validation is kept; in the ranking's row order."""
+    order = ranking["delta_mtl_val"].rank(ascending=False, method="first").to_numpy().astype(int) - 1  # 0 = best
+    n = len(ranking)
+    return np.array([comb(n - 1 - i, draws - 1) / comb(n, draws) for i in order])
+
+
+def baselines(ranking: pd.DataFrame, scenario: str, search_cost: float) -> pd.DataFrame:
+    """Expected regret, rank, ties and front of the picks no search makes."""
+    done = ranking[ranking["status"] == "done"].reset_index(drop=True)
+    best = done["delta_mtl"].max()
+    regret = best - done["delta_mtl"]
+    tied = done.get("tied_with_best", pd.Series(False, index=done.index)).fillna(False).astype(bool)
+    margin = tie_margin(done, done["seeds_done"], 1)
+    front = done["latency_ms"].map(lambda latency: front_at(done, latency))
+    on_front = done["pareto_latency"].astype(bool) | (front - done["delta_mtl"] <= margin)
+    retrain_cost = float(done["wall_time_s"].median() / done["seeds_done"].median())
+    draws = max(1, int((search_cost + retrain_cost) // retrain_cost))
+    uniform = np.full(len(done), 1 / len(done))
+    rows = []
+    for name, weights, cost in (("random pick (expected)", uniform, retrain_cost),
+                                (f"random search, {draws} retrained (expected)",
+                                 random_search_choice(done, draws), draws * retrain_cost)):
+        rows.append(dict(strategy=name, regret=float(weights @ regret), rank=float(weights @ done["rank"]),
+                         tied_with_best=float(weights @ tied), on_front=float(weights @ on_front),
+                         median_regret=float(np.interp(0.5, np.cumsum(weights[np.argsort(regret)]),
+                                                       np.sort(regret))),
+                         worst_regret=float(regret[weights > 0].max()), cost_s=cost))
+    full = done["kept"] == done["kept"].max()
+    minimal = done["kept"] == 0
+    for name, mask in (("full network", full), ("minimal network", minimal)):
+        row = done[mask].iloc[0]
+        rows.append(dict(strategy=name, heads=row["heads"], regret=best - row["delta_mtl"], rank=row["rank"],
+                         tied_with_best=float(bool(tied[mask].iloc[0])), on_front=float(bool(on_front[mask].iloc[0])),
+                         median_regret=best - row["delta_mtl"], worst_regret=best - row["delta_mtl"], cost_s=0.0))
+    table = pd.DataFrame(rows)
+    table["scenario"], table["is_default"] = scenario, False
+    return table
+
+
+def noise_ceiling(ranking: pd.DataFrame, space, draws: int = 2000, seed: int = 0) -> float:
+    """Mean Kendall τ between the heads' marginal values of two ground truths that differ by retraining noise alone
+    (each architecture's Δ_MTL plus a normal draw of the noise floor): the most a search's scores can agree."""
+    done = ranking[ranking["status"] == "done"].reset_index(drop=True)
+    sigma = noise_floor(done)
+    if math.isnan(sigma):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(draws):
+        a, b = (marginal_values(done.assign(delta_mtl=done["delta_mtl"] + rng.normal(0, sigma, len(done))), space)
+                for _ in range(2))
+        taus.append(stats.kendalltau(a, b).statistic)
+    return float(np.nanmean(taus))
+
+
+def per_strategy(picks: pd.DataFrame, unit_cost: float) -> pd.DataFrame:
+    def share(mask: pd.Series) -> str:
+        return f"{int(mask.sum())}/{len(mask)}"
+    heads = picks["heads"].fillna("").str.split(",")
+    picks = picks.assign(restoration1=heads.map(lambda h: "restoration@1" in h),
+                         loose_flow=heads.map(lambda h: "flow@1" in h and "flow@2" not in h))
+    rows = []
+    for strategy, group in picks.groupby("strategy", sort=False):
+        rows.append({"strategy": strategy, "default": "yes" if group["is_default"].all() else "",
+                     "seeds": ",".join(map(str, sorted(group["seed"]))),
+                     "mean regret": group["regret"].mean(), "median": group["regret"].median(),
+                     "worst": group["regret"].max(), "mean rank": group["rank"].mean(),
+                     "tied with best": share(group["tied_with_best"].fillna(False).astype(bool)),
+                     "on front": share(group["on_front"]), "restoration@1 kept": share(group["restoration1"]),
+                     "flow@1 without flow@2": share(group["loose_flow"]),
+                     "Kendall τ": group["kendall_tau"].mean() if "kendall_tau" in group else float("nan"),
+                     "cost s": group["cost_s"].mean(), "cost (searches)": group["cost_s"].mean() / unit_cost})
+    return pd.DataFrame(rows).sort_values("mean regret", kind="stable")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groundtruth", action="append", required=True, metavar="SCENARIO=DIR",
+                        help="the ground truth of a scenario (the synthetic --scene its searches ran on)")
+    parser.add_argument("--runs", nargs="+", required=True, help="search run folders, or folders holding them")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = search_runs(args.runs)
+    long, sections, figures = [], [], []
+    for spec in args.groundtruth:
+        scenario, groundtruth = spec.split("=", 1)
+        mine = scenario_runs(runs, scenario)
+        if not mine:
+            print(f"{scenario}: no search runs")
+            continue
+        ranking, space, _ = load_ranking(groundtruth)
+        picks = placed(Path(groundtruth), mine, scenario)
+        logs = picks[picks["strategy"] == "gates + log"]["cost_s"]
+        unit = float(logs.mean()) if len(logs) else float(picks["cost_s"].mean())
+        default_cost = picks.loc[picks["is_default"], "cost_s"]
+        base = baselines(ranking, scenario, float(default_cost.mean()) if len(default_cost) else unit)
+        table = per_strategy(picks, unit)
+        base_rows = pd.DataFrame({"strategy": base["strategy"], "default": "", "seeds": "",
+                                  "mean regret": base["regret"], "median": base["median_regret"],
+                                  "worst": base["worst_regret"], "mean rank": base["rank"],
+                                  "tied with best": base["tied_with_best"].map(lambda v: f"{v:.2f}"),
+                                  "on front": base["on_front"].map(lambda v: f"{v:.2f}"),
+                                  "cost s": base["cost_s"], "cost (searches)": base["cost_s"] / unit})
+        ceiling = noise_ceiling(ranking, space)
+        sections.append(f"## {scenario} ({groundtruth})\n\n{len(ranking)} architectures; best Δ_MTL "
+                        f"{ranking['delta_mtl'].max():+.2f}; noise floor {noise_floor(ranking):.2f} points; "
+                        f"Kendall τ noise ceiling {ceiling:+.2f}\n\n"
+                        + markdown(pd.concat([table, base_rows], ignore_index=True)))
+        columns = ["scenario", "strategy", "is_default", "seed", "heads", "rank", "regret", "tied_with_best",
+                   "on_front", "cost_s"]
+        long += [picks[columns], base.reindex(columns=columns)]
+        figures.append((scenario, picks, base))
+        print(sections[-1] + "\n")
+    pd.concat(long, ignore_index=True).to_csv(out / "validity.csv", index=False)
+    (out / "validity.md").write_text("\n\n".join(sections) + "\n")
+    plot(figures, out / "validity.png")
+
+
+def plot(figures: list, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(figures), figsize=(6.5 * len(figures), 4.5), squeeze=False)
+    for ax, (scenario, picks, base) in zip(axes[0], figures):
+        order = picks.groupby("strategy", sort=False)["regret"].mean().sort_values().index
+        for y, strategy in enumerate(order):
+            values = picks.loc[picks["strategy"] == strategy, "regret"]
+            ax.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=22,
+                       color="tab:red" if picks.loc[picks["strategy"] == strategy, "is_default"].all() else "tab:blue")
+        for name, style in (("random pick (expected)", "--"), ("full network", ":")):
+            ax.axvline(float(base.loc[base["strategy"] == name, "regret"].iloc[0]), color="grey", ls=style, label=name)
+        ax.set_yticks(range(len(order)), order)
+        ax.set(xlabel="regret (best Δ_MTL − the pick's, points)", title=scenario)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
