@@ -20,7 +20,8 @@ import pandas as pd
 from nss.config import resolve_config
 from nss.deploy.profile import measurement_options
 from nss.experiments.experiment import Experiment
-from nss.experiments.groundtruth import GROUNDTRUTH_JOB, enumerate_architectures, groundtruth_base
+from nss.experiments.groundtruth import (GROUNDTRUTH_JOB, enumerate_architectures, groundtruth_base,
+                                        known_latencies, write_ranking)
 from nss.io import atomic_write
 from search_spaces import get_space
 
@@ -81,6 +82,8 @@ def main() -> None:
         manifest["seeds"] = [args.seed] + [int(s) for s in manifest["only"]]
         experiment.write_manifest(manifest)
         (experiment.path / "trials").mkdir(exist_ok=True)
+    write_ranking(experiment, [every[i] for i in every if i in set(manifest["architectures"])], manifest["seeds"],
+                  known_latencies(experiment))
     print(f"{experiment.path}: {int((ranking['seeds_done'] == 1).sum())} retrainings rebuilt; "
           f"{len(several)} architecture(s) with several seeds ({', '.join(several['heads'].replace('', '-'))}) left "
           f"for `nss groundtruth --out {args.out} --resume` at seeds {manifest['seeds']}")

@@ -10,7 +10,8 @@ median and worst regret (best Δ_MTL of the ground truth − the pick's, in poin
 best (within the ground truth's noise), picks on the latency Pareto front or within noise of it, how often
 restoration@1 is kept and flow@1 is kept without flow@2, Kendall τ of the per-head scores against the heads'
 marginal values (beside its noise ceiling: τ between the marginal values of two draws of the ground truth's
-retraining noise), and the cost (CPU seconds of pretraining + search, and in dissertation searches: `log`
+retraining noise), for one-shot searches the Kendall τ of every sub-network's validation Δ_MTL on the inherited
+weights with the ground truth's, and the cost (CPU seconds of pretraining + search, and in dissertation searches: `log`
 strategy's mean).
 
     python benchmarks/search_validity.py --groundtruth textured=runs/reference-groundtruth/gt-4000-64 \\
@@ -38,11 +39,14 @@ from nss.config import RunConfig
 from nss.experiments.groundtruth import marginal_values, noise_floor, tie_margin
 from nss.experiments.rank import front_at, load_ranking, rank
 from nss.runs.folder import RunFolder
+from nss.scale_search.derive import contiguous_heads, with_fixed_heads
+from search_spaces import read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "contiguous", "tau", "relaxation")
+STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "min_gain", "contiguous", "tau",
+                    "relaxation")
 DEFAULTS = {name: getattr(RunConfig(), name) for name in STRATEGY_OPTIONS}
 
 
@@ -55,6 +59,8 @@ def strategy_of(config: dict) -> str:
             parts.append(f"μ {config['sparsity']:g}")
     if config["gate_warmup"]:
         parts.append(f"warm-up {config['gate_warmup']}")
+    if config.get("min_gain") and config["select"] != "gates":
+        parts.append(f"min gain {config['min_gain']:g}")
     if config["contiguous"]:
         parts.append("contiguous")
     for name in ("tau", "relaxation"):
@@ -75,25 +81,89 @@ def search_runs(paths: list[str]) -> list[Path]:
 
 
 def scenario_runs(runs: list[Path], scenario: str) -> list[Path]:
+    """The runs on this scenario's synthetic scene."""
     return [r for r in runs if RunFolder(r).read_yaml(RunFolder.CONFIG).get("scene", "textured") == scenario]
 
 
-def placed(groundtruth: Path, runs: list[Path], scenario: str) -> pd.DataFrame:
-    """One row per run: where its pick stands (nss rank) and its strategy."""
+def searched(groundtruth: Path, runs: list[Path]) -> pd.DataFrame:
+    """One row per run: its pick, strategy, seed, score τ and cost (nss rank), and for a one-shot search the
+    Kendall τ of its sub-networks' validation Δ_MTL with the ground truth's (SPOS's known weak spot)."""
     with tempfile.TemporaryDirectory() as scratch:
         table = rank(groundtruth, runs, out=Path(scratch) / "rank.csv")
     ranking, space, _ = load_ranking(groundtruth)
-    table["scenario"] = scenario
+    truth = ranking.set_index("architecture")["delta_mtl"]
     configs = [RunFolder(r).read_yaml(RunFolder.CONFIG) for r in runs]
-    table["strategy"] = [strategy_of(c) for c in configs]
-    table["is_default"] = [all(c[n] == DEFAULTS[n] for n in STRATEGY_OPTIONS) for c in configs]
-    table["seed"] = [c["seed"] for c in configs]
-    table["regret"] = table["best_delta_mtl"] - table["delta_mtl"]
-    seeds = ranking.set_index("architecture")["seeds_done"]
-    margin = tie_margin(ranking, table["architecture"].map(seeds).fillna(1).to_numpy(), 1)  # against the front
-    table["on_front"] = table["pareto_latency"].astype(bool) | (table["below_front"] <= margin)
-    table["cost_s"] = table["search_wall_s"]
-    return table
+    subnetwork_tau = []
+    for run in runs:
+        path = run / RunFolder.SUBNETWORKS
+        if not path.is_file():
+            subnetwork_tau.append(float("nan"))
+            continue
+        measured = pd.read_csv(path, dtype={"heads": str}, keep_default_na=False)
+        ids = [with_fixed_heads(space, [h for h in heads.split(",") if h]).id for heads in measured["heads"]]
+        values = truth.reindex(ids)
+        subnetwork_tau.append(float(stats.kendalltau(measured["delta_mtl_val"][values.notna().to_numpy()],
+                                                     values.dropna()).statistic))
+    return pd.DataFrame({"run": table["run"], "architecture": table["architecture"], "heads": table["heads"],
+                         "strategy": [strategy_of(c) for c in configs],
+                         "is_default": [all(c[n] == DEFAULTS[n] for n in STRATEGY_OPTIONS) for c in configs],
+                         "seed": [c["seed"] for c in configs], "kendall_tau": table.get("kendall_tau"),
+                         "subnetwork_tau": subnetwork_tau, "cost_s": table["search_wall_s"]})
+
+
+def replayed(groundtruth: Path, runs: list[Path], gains: list[float]) -> pd.DataFrame:
+    """The picks knockout and one-shot runs would have made with another --min-gain, from what they recorded (the
+    per-head scores, subnetworks.csv): the selection is a function of those alone."""
+    _, space, _ = load_ranking(groundtruth)
+    rows = []
+    for run, row in zip(runs, searched(groundtruth, runs).to_dict("records")):
+        config = RunFolder(run).read_yaml(RunFolder.CONFIG)
+        if config["select"] == "gates":
+            continue
+        scores = read_json(run / RunFolder.ARCHITECTURE)["scores"]
+        measured = pd.read_csv(run / RunFolder.SUBNETWORKS, dtype={"heads": str}, keep_default_na=False) \
+            if config["select"] == "oneshot" else None
+        for gain in gains:
+            if gain == config.get("min_gain", 0.0):
+                continue  # the run's own
+            if measured is None:
+                kept = [h for h in space.searchable if scores[h] > gain]
+                kept = contiguous_heads(space, kept) if config["contiguous"] else kept
+            else:
+                near = measured[measured["delta_mtl_val"] >= measured["delta_mtl_val"].max() - gain]
+                choice = near.sort_values(["kept", "delta_mtl_val"], ascending=[True, False]).iloc[0]["heads"]
+                kept = [h for h in choice.split(",") if h]
+            architecture = with_fixed_heads(space, kept)
+            rows.append(dict(row, run=f"{row['run']} (min gain {gain:g})", architecture=architecture.id,
+                             heads=",".join(architecture.searchable_kept),
+                             strategy=strategy_of(dict(config, min_gain=gain)) + " (replayed)", is_default=False))
+    return pd.DataFrame(rows)
+
+
+def published(path: Path) -> pd.DataFrame:
+    """The searches of a rank.csv made before these strategies were options, named STRATEGY-sSEED (log-s0, l1-s3,
+    nosparsity-s1): the dissertation's gates with log, l1 or no sparsity, at the defaults otherwise."""
+    table = pd.read_csv(path, dtype={"heads": str})
+    kind = table["run"].str.rsplit("-s", n=1).str[0]
+    names = {"log": "gates + log", "l1": "gates + l1", "nosparsity": "gates + no sparsity"}
+    return pd.DataFrame({"run": table["run"], "architecture": table["architecture"], "heads": table["heads"],
+                         "strategy": kind.map(names), "is_default": kind == DEFAULTS["sparsity_kind"],
+                         "seed": table["run"].str.rsplit("-s", n=1).str[1].astype(int),
+                         "kendall_tau": table["kendall_tau"], "cost_s": table["search_wall_s"]})
+
+
+def placed(ranking: pd.DataFrame, picks: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    """Each pick's rank, regret (best Δ_MTL − its), tie with the best and standing against the latency front, read
+    from the ranking."""
+    done = ranking[ranking["status"] == "done"].set_index("architecture")
+    best = done["delta_mtl"].max()
+    found = done.reindex(picks["architecture"])
+    margin = tie_margin(ranking, found["seeds_done"].fillna(1).to_numpy(), 1)  # against the front
+    below = np.array([front_at(ranking, latency) for latency in found["latency_ms"]]) - found["delta_mtl"].to_numpy()
+    return picks.assign(scenario=scenario, rank=found["rank"].to_numpy(),
+                        regret=(best - found["delta_mtl"]).to_numpy(),
+                        tied_with_best=found.get("tied_with_best", pd.Series(False, index=found.index)).to_numpy(),
+                        on_front=(found["pareto_latency"].astype(bool).to_numpy() | (below <= margin)))
 
 
 def random_search_choice(ranking: pd.DataFrame, draws: int) -> np.ndarray:
@@ -128,6 +198,8 @@ def baselines(ranking: pd.DataFrame, scenario: str, search_cost: float) -> pd.Da
     full = done["kept"] == done["kept"].max()
     minimal = done["kept"] == 0
     for name, mask in (("full network", full), ("minimal network", minimal)):
+        if not mask.any():
+            continue  # not retrained (yet)
         row = done[mask].iloc[0]
         rows.append(dict(strategy=name, heads=row["heads"], regret=best - row["delta_mtl"], rank=row["rank"],
                          tied_with_best=float(bool(tied[mask].iloc[0])), on_front=float(bool(on_front[mask].iloc[0])),
@@ -169,6 +241,7 @@ def per_strategy(picks: pd.DataFrame, unit_cost: float) -> pd.DataFrame:
                      "on front": share(group["on_front"]), "restoration@1 kept": share(group["restoration1"]),
                      "flow@1 without flow@2": share(group["loose_flow"]),
                      "Kendall τ": group["kendall_tau"].mean() if "kendall_tau" in group else float("nan"),
+                     "sub-network τ": group["subnetwork_tau"].mean() if "subnetwork_tau" in group else float("nan"),
                      "cost s": group["cost_s"].mean(), "cost (searches)": group["cost_s"].mean() / unit_cost})
     return pd.DataFrame(rows).sort_values("mean regret", kind="stable")
 
@@ -185,21 +258,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groundtruth", action="append", required=True, metavar="SCENARIO=DIR",
                         help="the ground truth of a scenario (the synthetic --scene its searches ran on)")
-    parser.add_argument("--runs", nargs="+", required=True, help="search run folders, or folders holding them")
+    parser.add_argument("--runs", nargs="+", default=[], help="search run folders, or folders holding them")
+    parser.add_argument("--published", action="append", default=[], metavar="SCENARIO=RANK_CSV",
+                        help="a rank.csv of searches made before the strategies were options (see `published`)")
+    parser.add_argument("--replay-min-gain", type=lambda v: [float(x) for x in v.split(",")], default=[],
+                        metavar="G[,G…]", help="also the picks knockout and one-shot runs make with these --min-gain "
+                                              "values, from their recorded scores")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = search_runs(args.runs)
+    args.published = dict(spec.split("=", 1) for spec in args.published)
     long, sections, figures = [], [], []
     for spec in args.groundtruth:
         scenario, groundtruth = spec.split("=", 1)
         mine = scenario_runs(runs, scenario)
-        if not mine:
+        if not mine and scenario not in args.published:
             print(f"{scenario}: no search runs")
             continue
         ranking, space, _ = load_ranking(groundtruth)
-        picks = placed(Path(groundtruth), mine, scenario)
+        found = [searched(Path(groundtruth), mine), replayed(Path(groundtruth), mine, args.replay_min_gain)] \
+            if mine else []
+        if scenario in args.published:
+            found.append(published(Path(args.published[scenario])))
+        picks = placed(ranking, pd.concat(found, ignore_index=True), scenario)
+        unplaced = picks[picks["rank"].isna()]
+        if len(unplaced):
+            print(f"{scenario}: not in the ground truth (yet): {', '.join(unplaced['run'])}")
+            picks = picks[picks["rank"].notna()]
         logs = picks[picks["strategy"] == "gates + log"]["cost_s"]
         unit = float(logs.mean()) if len(logs) else float(picks["cost_s"].mean())
         default_cost = picks.loc[picks["is_default"], "cost_s"]

@@ -96,6 +96,10 @@ class RunConfig:
                          "Δ_MTL) or oneshot (heads dropped at random while the supernet trains, then every "
                          "sub-network's composite measured on validation, the best kept)", SEARCH,
                          choices=("gates", "knockout", "oneshot"))
+    min_gain: float = option(0.0, "knockout: keep a head whose score (validation Δ_MTL points) is above this; "
+                             "oneshot: keep the sub-network of fewest heads (lowest predicted latency, with a cost "
+                             "table) within this many points of the best", SEARCH, short="gain",
+                             check=finite(at_least=0))
     contiguous: bool = option(False, "a finer head only with the next coarser one of its task, in the composite "
                               "(its gate times the coarser one's) and in what is kept", SEARCH)
     threshold: float = option(0.5, "keep a head when its gate's on-probability is at least this", SEARCH,

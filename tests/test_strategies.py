@@ -1,7 +1,7 @@
 """Search strategies: the sparsity penalties' pulls, the gate warm-up, knockout and one-shot selection, contiguity,
 and a ground truth of a listed set of architectures."""
 from itertools import product
-from types import SimpleNamespace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,16 @@ def test_gates_are_held_during_the_warm_up_while_the_weights_move(tmp_path):
     assert any(not torch.equal(pretrained[k], last[k]) for k in pretrained)
 
 
+@dataclass(frozen=True)
+class FakeSession:
+    """What selection reads of a run's session."""
+
+    config: nss.RunConfig
+    space: SearchSpace
+    validation: torch.utils.data.Dataset
+    device: torch.device
+
+
 class HandMadeSupernet(nn.Module):
     """Outputs that ignore the input: restoration's scale-1 head is the clean frame itself and its scale-2 head a
     blurred copy, segmentation's and flow's heads are the same at every scale (their refinements are 0)."""
@@ -81,8 +91,7 @@ def test_knockout_scores_each_head_by_what_the_composite_loses_without_it():
     data = SyntheticDataset(nss.SyntheticSpec(clips=1, frames=3, height=32, width=32), "val")
     batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
     network = HandMadeSupernet(batch)
-    session = SimpleNamespace(config=tiny_config(select="knockout", batch_size=len(data)), space=SPACE, validation=data,
-                              device=torch.device("cpu"))
+    session = FakeSession(tiny_config(select="knockout", batch_size=len(data)), SPACE, data, torch.device("cpu"))
     selection = select_heads(session, network, Gates(SPACE.searchable))
     # by hand: with every head on, restoration is the clean frame; without @1 it is @2 upsampled; without @2 it is
     # @3 up + (@1 − @2 up); segmentation and flow are the same either way
@@ -108,6 +117,16 @@ def test_knockout_scores_each_head_by_what_the_composite_loses_without_it():
     for head in ("segmentation@1", "segmentation@2", "flow@1", "flow@2"):
         assert selection.scores[head] == pytest.approx(0, abs=1e-6)  # no refinement, no loss, not kept
     assert selection.architecture.searchable_kept == ("restoration@1", "restoration@2")
+    gain = (selection.scores["restoration@1"] + selection.scores["restoration@2"]) / 2
+    strict = replace(session, config=replace(session.config, min_gain=gain))
+    assert select_heads(strict, network, Gates(SPACE.searchable)).architecture.searchable_kept == ("restoration@1",)
+    # one-shot on the same supernet: restoration@1 and @2 together give the clean frame, the best; the other heads
+    # change nothing, so the fewest heads among the best are those two, and with a gain of 1000 points, none
+    for min_gain, kept in ((0.0, ("restoration@1", "restoration@2")), (1000.0, ())):
+        config = replace(session.config, select="oneshot", min_gain=min_gain)
+        oneshot = select_heads(replace(session, config=config), network, Gates(SPACE.searchable))
+        assert oneshot.architecture.searchable_kept == kept
+        assert len(oneshot.subnetworks) == 64
 
 
 def test_oneshot_enumerates_every_subnetwork_once():

@@ -6,15 +6,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from search_spaces import SearchSpace
 from supernet import MostNet
 
-from ..model.outputs import refinements, to_full_resolution
-from ..model.step import batch_to
+from ..model.outputs import refinements
 from ..scale_search.objective import composites
-from .evaluate import MetricSums, as_prediction, labelled_tasks, trivial_prediction
+from .evaluate import MetricSums, as_prediction, labelled_tasks, outputs_on, trivial_prediction
 from .metrics import delta_mtl
 
 
@@ -24,12 +23,8 @@ def composite_scores(network: MostNet, space: SearchSpace, data: Dataset, device
                      batch_size: int = 4) -> list[float]:
     """Δ_MTL (%, against the trivial predictor) of the composite Õ of every choice (α per searchable head; 0/1 for
     a sub-network) over the labelled samples of `data`, in the order given."""
-    was_training = network.training
-    network.eval()
     sums = MetricSums()
-    for batch in DataLoader(data, batch_size=batch_size):
-        batch = batch_to(batch, device)
-        full = to_full_resolution(space, network(batch["previous"], batch["current"]))
+    for batch, full in outputs_on(network, space, data, device, batch_size):
         deltas = refinements(space, full)
         tasks = list(labelled_tasks(space, batch))
         for task, valid, target, weight in tasks:
@@ -42,7 +37,6 @@ def composite_scores(network: MostNet, space: SearchSpace, data: Dataset, device
                 prediction = as_prediction(task.kind, outputs[task.name])[valid]
                 for metric in task.metrics:
                     sums.add((index, task.name), metric.name, prediction, target, weight)
-    network.train(was_training)
     values = sums.values()
 
     def of(key) -> dict[str, dict[str, float]]:

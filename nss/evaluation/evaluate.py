@@ -66,17 +66,27 @@ def labelled_tasks(space: SearchSpace, batch: dict) -> Iterator[tuple[TaskSpec, 
             yield task, valid, batch[task.kind][valid], weight
 
 
+def outputs_on(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
+               batch_size: int) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+    """Each batch of `data` on the device with the network's outputs at full resolution, the network in eval mode
+    meanwhile (call under torch.no_grad)."""
+    was_training = network.training
+    network.eval()
+    try:
+        for batch in DataLoader(data, batch_size=batch_size):
+            batch = batch_to(batch, device)
+            yield batch, to_full_resolution(space, network(batch["previous"], batch["current"]))
+    finally:
+        network.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
              batch_size: int = 4) -> pd.DataFrame:
     """Long-form metrics (model, head, task, scale, metric, value) of every head of `network` and of the
     trivial predictor (model "baseline"), over the labelled samples of `data`."""
-    was_training = network.training
-    network.eval()
     sums = MetricSums()
-    for batch in DataLoader(data, batch_size=batch_size):
-        batch = batch_to(batch, device)
-        full = to_full_resolution(space, network(batch["previous"], batch["current"]))
+    for batch, full in outputs_on(network, space, data, device, batch_size):
         for task, valid, target, weight in labelled_tasks(space, batch):
             for metric in task.metrics:
                 baseline = trivial_prediction(task.kind, batch)[valid]
@@ -84,7 +94,6 @@ def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.
                 for head in (h for h in full if parse_head(h)[0] == task.name):
                     sums.add(("network", head, task.name, parse_head(head)[1]), metric.name,
                              as_prediction(task.kind, full[head])[valid], target, weight)
-    network.train(was_training)
     columns = ["model", "head", "task", "scale", "metric", "value"]
     return pd.DataFrame([key + (value,) for key, value in sums.values().items()], columns=columns)
 

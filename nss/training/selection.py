@@ -4,11 +4,12 @@ recorded beside the gates (architecture.json `scores`; `nss rank` correlates the
 - gates: the heads whose on-probability is at least the threshold; score: the on-probability;
 - knockout (DARTS-PT's idea, without its fine-tune): each head's refinement taken out of the composite of the
   supernet with every head on, on the validation split; score: the Δ_MTL points lost without it; kept: a head
-  whose loss is positive. In a co-adapted supernet this measures what the others have come to depend on;
+  whose loss is above `min_gain`. In a co-adapted supernet this measures what the others have come to depend on;
 - oneshot (SPOS): the supernet trained with each head on or off at random (`Gates.bernoulli`), then every
-  sub-network's composite measured on the validation split with the inherited weights; kept: the best one (within
-  the latency target of a cost table, when given); score: a head's marginal value over the sub-networks (mean
-  Δ_MTL of those with it minus those without), as a ground truth's.
+  sub-network's composite measured on the validation split with the inherited weights; kept: of those within
+  `min_gain` points of the best (and within the latency target of a cost table, when given), the one of fewest
+  heads (of lowest predicted latency, with a cost table); score: a head's marginal value over the sub-networks
+  (mean Δ_MTL of those with it minus those without), as a ground truth's.
 
 With `--contiguous` a finer head is kept only with the next coarser one of its task, and `oneshot` measures only
 the sub-networks that are so.
@@ -66,7 +67,7 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
         everything = dict.fromkeys(heads, 1.0)
         whole, *without = measure([everything] + [dict(everything, **{h: 0.0}) for h in heads])
         scores = {h: whole - value for h, value in zip(heads, without)}
-        kept = [h for h in heads if scores[h] > 0]
+        kept = [h for h in heads if scores[h] > c.min_gain]
         return Selection(with_fixed_heads(space, contiguous_heads(space, kept) if c.contiguous else kept), scores)
     chosen = subnetworks(space, c.contiguous)
     values = measure([{h: float(h in heads_of) for h in heads} for heads_of in chosen])
@@ -78,7 +79,10 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
         if latency_target is not None:
             allowed = frame["predicted_latency_ms"].to_numpy() <= latency_target
             allowed[0] |= not allowed.any()  # nothing fits: the smallest network
-    best = int(np.flatnonzero(allowed)[np.argmax(np.asarray(values)[allowed])])  # ties: the fewest heads
+    values_allowed = np.where(allowed, values, -np.inf)
+    near = np.flatnonzero(values_allowed >= values_allowed.max() - c.min_gain)  # within min_gain of the best
+    cost = frame["predicted_latency_ms"].to_numpy() if table is not None else frame["kept"].to_numpy()
+    best = int(min(near, key=lambda i: (cost[i], -values[i])))  # the cheapest of them, the better on a tie
     scores = {h: float(np.mean([v for s, v in zip(chosen, values) if h in s])
                        - np.mean([v for s, v in zip(chosen, values) if h not in s]))
               if any(h in s for s in chosen) and any(h not in s for s in chosen) else float("nan") for h in heads}
