@@ -42,7 +42,8 @@ SECTIONS: dict[str, tuple[Callable[[Runs], Figure], Callable[[Runs], pd.DataFram
 }
 # What the runs table shows of each run's config.yaml: common settings, then those of its command.
 COMMON_KEYS = ("command", "network", "data", "frame_size", "seed")
-COMMAND_KEYS = {"search": ("tau", "sparsity", "sparsity_kind", "pretrain_steps", "search_steps", "from_run"),
+COMMAND_KEYS = {"search": ("tau", "sparsity", "sparsity_kind", "gate_warmup", "select", "min_gain", "contiguous",
+                           "pretrain_steps", "search_steps", "from_run"),
                 "pretrain": ("pretrain_steps",),
                 "retrain": ("architecture", "balancing", "retrain_steps", "augment")}
 

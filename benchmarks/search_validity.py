@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
+from itertools import product
 from pathlib import Path
 
 import matplotlib
@@ -48,6 +49,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "min_gain", "contiguous", "tau",
                     "relaxation")
 DEFAULTS = {name: getattr(RunConfig(), name) for name in STRATEGY_OPTIONS}
+EARLIER = {"min_gain": 0.0}  # what runs made before an option existed did
+
+
+def settings(config: dict) -> dict:
+    """A run's strategy options, with the value of those it predates."""
+    return {name: config.get(name, EARLIER.get(name)) for name in STRATEGY_OPTIONS}
 
 
 def strategy_of(config: dict) -> str:
@@ -59,7 +66,7 @@ def strategy_of(config: dict) -> str:
             parts.append(f"μ {config['sparsity']:g}")
     if config["gate_warmup"]:
         parts.append(f"warm-up {config['gate_warmup']}")
-    if config.get("min_gain") and config["select"] != "gates":
+    if config["min_gain"] and config["select"] != "gates":
         parts.append(f"min gain {config['min_gain']:g}")
     if config["contiguous"]:
         parts.append("contiguous")
@@ -92,7 +99,7 @@ def searched(groundtruth: Path, runs: list[Path]) -> pd.DataFrame:
         table = rank(groundtruth, runs, out=Path(scratch) / "rank.csv")
     ranking, space, _ = load_ranking(groundtruth)
     truth = ranking.set_index("architecture")["delta_mtl"]
-    configs = [RunFolder(r).read_yaml(RunFolder.CONFIG) for r in runs]
+    configs = [settings(RunFolder(r).read_yaml(RunFolder.CONFIG)) for r in runs]
     subnetwork_tau = []
     for run in runs:
         path = run / RunFolder.SUBNETWORKS
@@ -106,37 +113,42 @@ def searched(groundtruth: Path, runs: list[Path]) -> pd.DataFrame:
                                                      values.dropna()).statistic))
     return pd.DataFrame({"run": table["run"], "architecture": table["architecture"], "heads": table["heads"],
                          "strategy": [strategy_of(c) for c in configs],
-                         "is_default": [all(c[n] == DEFAULTS[n] for n in STRATEGY_OPTIONS) for c in configs],
-                         "seed": [c["seed"] for c in configs], "kendall_tau": table.get("kendall_tau"),
+                         "is_default": [strategy_of(c) == strategy_of(DEFAULTS) for c in configs],
+                         "seed": [RunFolder(r).read_yaml(RunFolder.CONFIG)["seed"] for r in runs], "kendall_tau": table.get("kendall_tau"),
                          "subnetwork_tau": subnetwork_tau, "cost_s": table["search_wall_s"]})
 
 
-def replayed(groundtruth: Path, runs: list[Path], gains: list[float]) -> pd.DataFrame:
-    """The picks knockout and one-shot runs would have made with another --min-gain, from what they recorded (the
-    per-head scores, subnetworks.csv): the selection is a function of those alone."""
+def replayed(groundtruth: Path, runs: list[Path], gains: list[float], contiguous: bool) -> pd.DataFrame:
+    """The picks knockout and one-shot runs would have made with another --min-gain (and, with `contiguous`, with
+    their selection kept contiguous too), from what they recorded (the per-head scores, subnetworks.csv): the
+    selection is a function of those alone; their training is the run's own. A replayed pick counts under the
+    strategy it replays (its run is named "RUN (replayed: …)"); a replayed contiguity is of the selection only."""
     _, space, _ = load_ranking(groundtruth)
     rows = []
     for run, row in zip(runs, searched(groundtruth, runs).to_dict("records")):
-        config = RunFolder(run).read_yaml(RunFolder.CONFIG)
+        config = settings(RunFolder(run).read_yaml(RunFolder.CONFIG))
         if config["select"] == "gates":
             continue
         scores = read_json(run / RunFolder.ARCHITECTURE)["scores"]
         measured = pd.read_csv(run / RunFolder.SUBNETWORKS, dtype={"heads": str}, keep_default_na=False) \
             if config["select"] == "oneshot" else None
-        for gain in gains:
-            if gain == config.get("min_gain", 0.0):
+        for gain, chained in product(gains, {config["contiguous"], config["contiguous"] or contiguous}):
+            if (gain, chained) == (config["min_gain"], config["contiguous"]):
                 continue  # the run's own
             if measured is None:
                 kept = [h for h in space.searchable if scores[h] > gain]
-                kept = contiguous_heads(space, kept) if config["contiguous"] else kept
             else:
-                near = measured[measured["delta_mtl_val"] >= measured["delta_mtl_val"].max() - gain]
+                heads = measured["heads"].str.split(",").map(lambda hs: tuple(h for h in hs if h))
+                usable = measured[[not chained or contiguous_heads(space, h) == h for h in heads]]
+                near = usable[usable["delta_mtl_val"] >= usable["delta_mtl_val"].max() - gain]
                 choice = near.sort_values(["kept", "delta_mtl_val"], ascending=[True, False]).iloc[0]["heads"]
                 kept = [h for h in choice.split(",") if h]
-            architecture = with_fixed_heads(space, kept)
-            rows.append(dict(row, run=f"{row['run']} (min gain {gain:g})", architecture=architecture.id,
-                             heads=",".join(architecture.searchable_kept),
-                             strategy=strategy_of(dict(config, min_gain=gain)) + " (replayed)", is_default=False))
+            architecture = with_fixed_heads(space, contiguous_heads(space, kept) if chained else kept)
+            label = strategy_of(dict(config, min_gain=gain)) + \
+                (" + contiguous selection" if chained and not config["contiguous"] else "")
+            rows.append(dict(row, run=f"{row['run']} (replayed: {label})", architecture=architecture.id,
+                             heads=",".join(architecture.searchable_kept), strategy=label,
+                             is_default=label == strategy_of(DEFAULTS)))
     return pd.DataFrame(rows)
 
 
@@ -147,7 +159,7 @@ def published(path: Path) -> pd.DataFrame:
     kind = table["run"].str.rsplit("-s", n=1).str[0]
     names = {"log": "gates + log", "l1": "gates + l1", "nosparsity": "gates + no sparsity"}
     return pd.DataFrame({"run": table["run"], "architecture": table["architecture"], "heads": table["heads"],
-                         "strategy": kind.map(names), "is_default": kind == DEFAULTS["sparsity_kind"],
+                         "strategy": kind.map(names), "is_default": kind.map(names) == strategy_of(DEFAULTS),
                          "seed": table["run"].str.rsplit("-s", n=1).str[1].astype(int),
                          "kendall_tau": table["kendall_tau"], "cost_s": table["search_wall_s"]})
 
@@ -264,6 +276,8 @@ def main() -> None:
     parser.add_argument("--replay-min-gain", type=lambda v: [float(x) for x in v.split(",")], default=[],
                         metavar="G[,G…]", help="also the picks knockout and one-shot runs make with these --min-gain "
                                               "values, from their recorded scores")
+    parser.add_argument("--replay-contiguous", action="store_true",
+                        help="and the picks they make kept contiguous (a finer head only with its coarser one)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -278,8 +292,8 @@ def main() -> None:
             print(f"{scenario}: no search runs")
             continue
         ranking, space, _ = load_ranking(groundtruth)
-        found = [searched(Path(groundtruth), mine), replayed(Path(groundtruth), mine, args.replay_min_gain)] \
-            if mine else []
+        found = [searched(Path(groundtruth), mine),
+                 replayed(Path(groundtruth), mine, args.replay_min_gain, args.replay_contiguous)] if mine else []
         if scenario in args.published:
             found.append(published(Path(args.published[scenario])))
         picks = placed(ranking, pd.concat(found, ignore_index=True), scenario)

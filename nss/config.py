@@ -85,18 +85,18 @@ class RunConfig:
                         and v > 0 else "the temperature must be a finite number > 0")
     hard: bool = option(False, "hard (straight-through) Gumbel samples instead of soft ones", SEARCH)
     sparsity: float = option(1e-4, "weight μ of the sparsity penalty", SEARCH, short="mu", check=finite(at_least=0))
-    sparsity_kind: str = option("log", "sparsity penalty: log (Σ log α, the dissertation's: its pull on a gate's logit "
+    sparsity_kind: str = option("l1", "sparsity penalty: log (Σ log α, the dissertation's: its pull on a gate's logit "
                                 "stays 1 − α as the gate closes), l1 (Σ α: pull α(1 − α), as the loss's) or skip-ce "
                                 "(−Σ log(1 − α), AdaShare's: pull α, fading as the gate closes)", SEARCH, short="L0",
                                 choices=("log", "l1", "skip-ce"))
     gate_warmup: int = option(0, "first search steps in which the weights learn the gated composite while the gate "
                               "logits stay put", SEARCH, short="warmup", check=at_least(0))
-    select: str = option("gates", "how the search picks its heads: gates (on-probability ≥ --threshold), knockout "
+    select: str = option("knockout", "how the search picks its heads: gates (on-probability ≥ --threshold), knockout "
                          "(keep a head whose refinement, taken out of the supernet's composite, costs validation "
                          "Δ_MTL) or oneshot (heads dropped at random while the supernet trains, then every "
                          "sub-network's composite measured on validation, the best kept)", SEARCH,
                          choices=("gates", "knockout", "oneshot"))
-    min_gain: float = option(0.0, "knockout: keep a head whose score (validation Δ_MTL points) is above this; "
+    min_gain: float = option(2.0, "knockout: keep a head whose score (validation Δ_MTL points) is above this; "
                              "oneshot: keep the sub-network of fewest heads (lowest predicted latency, with a cost "
                              "table) within this many points of the best", SEARCH, short="gain",
                              check=finite(at_least=0))

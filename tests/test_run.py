@@ -249,14 +249,15 @@ def test_derive_from_a_search_run_and_from_a_list_of_heads(tmp_path, capsys):
 
 def test_gates_near_the_threshold_are_reported_undecided(tmp_path, capsys):
     # a short search leaves every gate near 0.5: with a margin of 0.15 all are undecided, with 0 none is
-    assert main(["search", *TINY_FLAGS, "--margin", "0.15", "--out", str(tmp_path / "run")]) == 0
+    gates = ["--select", "gates"]
+    assert main(["search", *TINY_FLAGS, *gates, "--margin", "0.15", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "architecture.json").read_text())
     probabilities = saved["gates"]
     undecided = [h for h, p in probabilities.items() if abs(p - 0.5) < 0.15]
     assert saved["undecided"] == undecided and saved["margin"] == 0.15 and undecided
     assert f"{len(undecided)} undecided: {', '.join(undecided)}" in out and out.count(", undecided)") == len(undecided)
-    assert main(["search", *TINY_FLAGS, "--margin", "0", "--out", str(tmp_path / "sure")]) == 0
+    assert main(["search", *TINY_FLAGS, *gates, "--margin", "0", "--out", str(tmp_path / "sure")]) == 0
     assert "decisive: every gate ended at least 0.0 away" in capsys.readouterr().out
     assert nss.search(out=tmp_path / "sure", resume=True, progress=False).undecided == ()
     _fails_with_one_line(["search", "--margin", "0.5", "--out", str(tmp_path / "bad")], capsys,

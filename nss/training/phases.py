@@ -21,11 +21,11 @@ from search_spaces import Architecture
 
 from ..data.augment import augment
 from ..deploy.cost_table import measured_on_table_backend
+from ..errors import NSSError
 from ..evaluation.evaluate import evaluate, finest_per_task
 from ..evaluation.metrics import delta_mtl
 from ..model.step import StepResult, supervised_loss
 from ..runs.folder import RunFolder
-from ..errors import NSSError
 from ..scale_search.derive import architecture_table, save_architecture, undecided_heads
 from ..scale_search.objective import SearchObjective
 from .balancing import make as make_balancer
