@@ -60,8 +60,8 @@ def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path, varia
                    bilevel=variant == ["--bilevel"])
     reference = nss.search(tiny_config(**options), out=tmp_path / "reference", progress=False)
 
-    flags = TINY_FLAGS + ["--pretrain-steps", "6", "--search-steps", "30", "--checkpoint-every", "3",
-                          "--log-every", "3"] + variant
+    flags = TINY_FLAGS + ["--select", "gates", "--pretrain-steps", "6", "--search-steps", "30",
+                          "--checkpoint-every", "3", "--log-every", "3"] + variant
     run = kill_mid_run(["search"] + flags, tmp_path / "killed", "search", before=30)
     resumed = nss.search(out=run, resume=True, progress=False)
     assert resumed.architecture == reference.architecture

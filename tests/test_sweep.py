@@ -24,7 +24,7 @@ from conftest import tiny_config
 TWO, INLINE = Resources(workers=2), Resources(inline=True)
 SWEEP_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--frames", "3", "--batch-size", "2",
                "--device", "cpu", "--pretrain-steps", "4", "--search-steps", "6", "--log-every", "2",
-               "--checkpoint-every", "2"]
+               "--checkpoint-every", "2", "--select", "gates"]  # as tiny_config
 
 
 @pytest.fixture(scope="module")
