@@ -41,6 +41,7 @@ from nss.experiments.groundtruth import marginal_values, noise_floor, tie_margin
 from nss.experiments.rank import front_at, load_ranking, rank
 from nss.runs.folder import RunFolder
 from nss.scale_search.derive import contiguous_heads, with_fixed_heads
+from nss.training.selection import fewest_heads_within
 from search_spaces import read_json
 
 matplotlib.use("Agg")
@@ -114,7 +115,8 @@ def searched(groundtruth: Path, runs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame({"run": table["run"], "architecture": table["architecture"], "heads": table["heads"],
                          "strategy": [strategy_of(c) for c in configs],
                          "is_default": [strategy_of(c) == strategy_of(DEFAULTS) for c in configs],
-                         "seed": [RunFolder(r).read_yaml(RunFolder.CONFIG)["seed"] for r in runs], "kendall_tau": table.get("kendall_tau"),
+                         "seed": [RunFolder(r).read_yaml(RunFolder.CONFIG)["seed"] for r in runs],
+                         "kendall_tau": table.get("kendall_tau"),
                          "subnetwork_tau": subnetwork_tau, "cost_s": table["search_wall_s"]})
 
 
@@ -140,8 +142,7 @@ def replayed(groundtruth: Path, runs: list[Path], gains: list[float], contiguous
             else:
                 heads = measured["heads"].str.split(",").map(lambda hs: tuple(h for h in hs if h))
                 usable = measured[[not chained or contiguous_heads(space, h) == h for h in heads]]
-                near = usable[usable["delta_mtl_val"] >= usable["delta_mtl_val"].max() - gain]
-                choice = near.sort_values(["kept", "delta_mtl_val"], ascending=[True, False]).iloc[0]["heads"]
+                choice = usable["heads"].iloc[fewest_heads_within(usable["delta_mtl_val"], usable["kept"], gain)]
                 kept = [h for h in choice.split(",") if h]
             architecture = with_fixed_heads(space, contiguous_heads(space, kept) if chained else kept)
             label = strategy_of(dict(config, min_gain=gain)) + \

@@ -18,7 +18,8 @@ from nss.experiments.runner import Resources
 from nss.scale_search.derive import contiguous_heads, derive_architecture
 from nss.scale_search.gates import Gates, sparsity_penalty
 from nss.scale_search.objective import composites
-from nss.training.selection import select_heads, subnetworks
+from nss.evaluation.marginals import marginal_values
+from nss.training.selection import fewest_heads_within, select_heads, subnetworks
 from search_spaces import SearchSpace, get_space, head_name, read_json
 from search_spaces.presets import TASKS
 
@@ -135,6 +136,20 @@ def test_oneshot_enumerates_every_subnetwork_once():
     chained = subnetworks(SPACE, contiguous=True)
     assert len(chained) == 27  # per task: nothing, @2, or @2 and @1
     assert all(contiguous_heads(SPACE, c) == c for c in chained)
+
+
+def test_oneshot_keeps_the_cheapest_choice_within_the_min_gain_of_the_best():
+    values, kept = [0.0, 5.0, 4.5, 6.0, 3.0], [0, 1, 1, 2, 1]
+    assert fewest_heads_within(values, kept, 2.0) == 1  # 5 and 4.5 are within 2 of 6 at one head: the better
+    assert fewest_heads_within(values, kept, 0.5) == 3  # only the best itself
+    assert fewest_heads_within(values, kept, 2.0, allowed=[True, False, True, False, True]) == 2  # best allowed 4.5
+    assert fewest_heads_within(values, kept, 10.0) == 0
+
+
+def test_oneshot_scores_a_head_by_its_marginal_value_over_the_subnetworks():
+    choices = [(), ("a",), ("b",), ("a", "b")]
+    assert marginal_values(choices, [0.0, 4.0, 1.0, 5.0], ["a", "b", "c"]) == pytest.approx(
+        {"a": 4.0, "b": 1.0, "c": float("nan")}, nan_ok=True)  # (4 + 5)/2 − (0 + 1)/2; c is in none
 
 
 def test_oneshot_training_reaches_every_head_and_picks_the_best_measured(tmp_path):

@@ -19,6 +19,7 @@ from ..config import RunConfig, resolve_config
 from ..deploy.profile import measurement_options, timed
 from ..device import size_of
 from ..errors import NSSError
+from ..evaluation.marginals import marginal_values as head_marginal_values
 from ..evaluation.metrics import delta_mtl, pareto_mask
 from ..evaluation.runs import evaluate_splits
 from ..io import atomic_write, atomic_write_text
@@ -209,13 +210,8 @@ def tie_margin(ranking: pd.DataFrame, seeds: Any = None, against: Any = None) ->
 def marginal_values(ranking: pd.DataFrame, space: SearchSpace, column: str = "delta_mtl") -> pd.Series:
     """Per searchable head: mean `column` of the architectures that keep it minus that of those that do not."""
     done = ranking[ranking["status"] == "done"]
-    kept = done["heads"].fillna("").str.split(",")
-    values = {}
-    for head in space.searchable:
-        has = kept.map(lambda heads: head in heads)
-        values[head] = done.loc[has, column].mean() - done.loc[~has, column].mean() if has.any() and (~has).any() \
-            else float("nan")
-    return pd.Series(values, name=f"marginal_{column}")
+    kept = done["heads"].fillna("").str.split(",").tolist()
+    return pd.Series(head_marginal_values(kept, done[column], space.searchable), name=f"marginal_{column}")
 
 
 def groundtruth(space: str | None = None, out: str | Path = "runs/groundtruth", *,

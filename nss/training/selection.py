@@ -16,6 +16,7 @@ the sub-networks that are so.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -27,6 +28,7 @@ from supernet import MostNet
 
 from ..config import MAX_ENUMERATED_HEADS
 from ..evaluation.composites import composite_scores
+from ..evaluation.marginals import marginal_values
 from ..scale_search.derive import contiguous_heads, derive_architecture, with_fixed_heads
 from ..scale_search.gates import Gates
 from ..scale_search.latency import CostTable
@@ -79,11 +81,17 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
         if latency_target is not None:
             allowed = frame["predicted_latency_ms"].to_numpy() <= latency_target
             allowed[0] |= not allowed.any()  # nothing fits: the smallest network
+    best = fewest_heads_within(values, frame["predicted_latency_ms"] if table is not None else frame["kept"],
+                               c.min_gain, allowed)
+    return Selection(with_fixed_heads(space, chosen[best]), marginal_values(chosen, values, heads), frame)
+
+
+def fewest_heads_within(values: Sequence[float], cost: Sequence[float], min_gain: float,
+                        allowed: Sequence[bool] | None = None) -> int:
+    """Which choice oneshot keeps: of the `allowed` ones within `min_gain` of the best allowed value, the one of
+    least `cost` (heads kept, or predicted latency), the better on a tie; its index."""
+    values, cost = np.asarray(values, dtype=float), np.asarray(cost, dtype=float)
+    allowed = np.ones(len(values), bool) if allowed is None else np.asarray(allowed, bool)
     values_allowed = np.where(allowed, values, -np.inf)
-    near = np.flatnonzero(values_allowed >= values_allowed.max() - c.min_gain)  # within min_gain of the best
-    cost = frame["predicted_latency_ms"].to_numpy() if table is not None else frame["kept"].to_numpy()
-    best = int(min(near, key=lambda i: (cost[i], -values[i])))  # the cheapest of them, the better on a tie
-    scores = {h: float(np.mean([v for s, v in zip(chosen, values) if h in s])
-                       - np.mean([v for s, v in zip(chosen, values) if h not in s]))
-              if any(h in s for s in chosen) and any(h not in s for s in chosen) else float("nan") for h in heads}
-    return Selection(with_fixed_heads(space, chosen[best]), scores, frame)
+    near = np.flatnonzero(values_allowed >= values_allowed.max() - min_gain)
+    return int(min(near, key=lambda i: (cost[i], -values[i])))
