@@ -5,14 +5,14 @@ at random, as many as the CPU time of one search and its retraining retrains, th
 exact expectation from the ranking, no new runs).
 
 A strategy is what a search's config.yaml says of the options that pick heads (select, sparsity kind and weight,
-gate warm-up, contiguity, τ, relaxation); the runs of one strategy differ by their seed. Per strategy: mean,
-median and worst regret (best Δ_MTL of the ground truth − the pick's, in points), mean rank, picks tied with the
-best (within the ground truth's noise), picks on the latency Pareto front or within noise of it, how often
-restoration@1 is kept and flow@1 is kept without flow@2, Kendall τ of the per-head scores against the heads'
-marginal values (beside its noise ceiling: τ between the marginal values of two draws of the ground truth's
-retraining noise), for one-shot searches the Kendall τ of every sub-network's validation Δ_MTL on the inherited
-weights with the ground truth's, and the cost (CPU seconds of pretraining + search, and in dissertation searches: `log`
-strategy's mean).
+gate warm-up, contiguity, τ, relaxation); the runs of one strategy differ by their seed. Per strategy: mean, median
+and worst regret (best Δ_MTL of the ground truth − the pick's, in points), mean rank, picks tied with the best
+(within the ground truth's noise), picks on the latency Pareto front or within noise of it, picks faster than the
+full network, how often restoration@1 is kept and flow@1 is kept without flow@2, Kendall τ of the per-head scores
+against the heads' marginal values (beside its noise ceiling: τ between the marginal values of two draws of the
+ground truth's retraining noise), for one-shot searches the Kendall τ of every sub-network's validation Δ_MTL on the
+inherited weights with the ground truth's, and the cost (CPU seconds of pretraining + search, and in dissertation
+searches: `log` strategy's mean).
 
     python benchmarks/search_validity.py --groundtruth textured=runs/reference-groundtruth/gt-4000-64 \\
         --groundtruth thin-fast=runs/reference-groundtruth/thin-fast/gt-4000 --runs RUNS_DIR... --out OUT
@@ -166,14 +166,16 @@ def published(path: Path) -> pd.DataFrame:
 
 
 def placed(ranking: pd.DataFrame, picks: pd.DataFrame, scenario: str) -> pd.DataFrame:
-    """Each pick's rank, regret (best Δ_MTL − its), tie with the best and standing against the latency front, read
-    from the ranking."""
+    """Each pick's rank, regret (best Δ_MTL − its), tie with the best, standing against the latency front and
+    whether it is faster than the full network, read from the ranking."""
     done = ranking[ranking["status"] == "done"].set_index("architecture")
     best = done["delta_mtl"].max()
     found = done.reindex(picks["architecture"])
     margin = tie_margin(ranking, found["seeds_done"].fillna(1).to_numpy(), 1)  # against the front
     below = np.array([front_at(ranking, latency) for latency in found["latency_ms"]]) - found["delta_mtl"].to_numpy()
+    full_latency = float(done.loc[done["kept"] == done["kept"].max(), "latency_ms"].iloc[0])
     return picks.assign(scenario=scenario, rank=found["rank"].to_numpy(),
+                        faster_than_full=(found["latency_ms"] < full_latency).to_numpy(),
                         regret=(best - found["delta_mtl"]).to_numpy(),
                         tied_with_best=found.get("tied_with_best", pd.Series(False, index=found.index)).to_numpy(),
                         on_front=(found["pareto_latency"].astype(bool).to_numpy() | (below <= margin)))
@@ -251,7 +253,9 @@ def per_strategy(picks: pd.DataFrame, unit_cost: float) -> pd.DataFrame:
                      "mean regret": group["regret"].mean(), "median": group["regret"].median(),
                      "worst": group["regret"].max(), "mean rank": group["rank"].mean(),
                      "tied with best": share(group["tied_with_best"].fillna(False).astype(bool)),
-                     "on front": share(group["on_front"]), "restoration@1 kept": share(group["restoration1"]),
+                     "on front": share(group["on_front"]),
+                     "faster than full": share(group["faster_than_full"].astype(bool)),
+                     "restoration@1 kept": share(group["restoration1"]),
                      "flow@1 without flow@2": share(group["loose_flow"]),
                      "Kendall τ": group["kendall_tau"].mean() if "kendall_tau" in group else float("nan"),
                      "sub-network τ": group["subnetwork_tau"].mean() if "subnetwork_tau" in group else float("nan"),
