@@ -241,7 +241,11 @@ def _run_on_ray(source: TrialSource, experiment: Experiment, resources: Resource
 
     running: dict[str, Trial] = {}
 
-    class Feed(Searcher):
+    class Unpickled:
+        def __reduce__(self):  # Tune pickles its state for a restore we never use (resume is ours), and what these
+            return object, ()  # close over (an Optuna study, a progress bar) may hold locks
+
+    class Feed(Unpickled, Searcher):
         def suggest(self, trial_id: str) -> dict | None:
             trial = source.next_trial()
             if trial is None:
@@ -255,7 +259,7 @@ def _run_on_ray(source: TrialSource, experiment: Experiment, resources: Resource
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             pass  # recorded by the callback below, which also sees the errors of trials that crashed
 
-    class Report(tune.Callback):
+    class Report(Unpickled, tune.Callback):
         def _finish(self, tune_trial, error: str | None) -> None:
             trial = running.pop(tune_trial.config["trial"]["name"], None)
             if trial is None:
