@@ -41,14 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `--nproc` starts each rank with
+    rank = int(os.environ.get("RANK", 0))  # a data-parallel run's rank 0 speaks for it; the others print errors only
     notes = logging.StreamHandler(sys.stderr)
     notes.setFormatter(logging.Formatter("nss: %(message)s"))
     logging.getLogger("nss").addHandler(notes)
+    if rank:
+        notes.setLevel(logging.ERROR)
+        sys.stdout = open(os.devnull, "w")
     try:
         args.command_run(args)
     except (NSSError, SpaceError) as err:
-        print(f"nss: error: {err}", file=sys.stderr)
+        print(f"nss: error{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

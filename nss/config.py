@@ -26,6 +26,8 @@ GROUP_TITLES = {SPACE: "what to train", PRETRAIN: "pretraining", SEARCH: "search
                 DATA: "data", TRAINING: "optimisation and bookkeeping"}
 COMMAND_GROUPS = {"pretrain": (SPACE, PRETRAIN, DATA, TRAINING), "search": (SPACE, PRETRAIN, SEARCH, DATA, TRAINING),
                   "retrain": (RETRAIN, DATA, TRAINING)}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
+COMPILE_BACKENDS = ("off", "inductor", "aot_eager", "eager")  # torch.compile's own; "eager" traces without compiling
 MAX_ENUMERATED_HEADS = 10  # --select oneshot measures 2^heads sub-networks on the validation split
 MAX_FRAME_SIDE = 8192  # beyond this a frame is a mistake, not a video (a single 8192² frame is 0.8 GB in float)
 
@@ -163,6 +165,13 @@ class RunConfig:
     seed: int = option(0, "random seed (network, data order, Gumbel noise; the synthetic clips unless --data-seed)",
                        TRAINING)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", TRAINING, check=device_name)
+    precision: str = option("auto", "training arithmetic: fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler; "
+                            "warps, homography geometry and the losses stay fp32); auto: bf16 on a GPU that has it, "
+                            "fp32 elsewhere; fp64: double precision throughout, for checking numerics (such as that "
+                            "N ranks compute what one process does), slow", TRAINING, short="prec",
+                            choices=PRECISIONS)
+    compile: str = option("off", "compile the training forward with torch.compile and this backend (off: eager; the "
+                          "first steps then take the compile time)", TRAINING, trial=False, choices=COMPILE_BACKENDS)
     threads: int | None = option(None, "CPU threads for torch (default: torch's own; a timing takes the cores other "
                                  "processes leave idle)", TRAINING, trial=False, check=at_least(1))
     log_every: int = option(10, "steps between rows of metrics.csv, gates.csv and deltas.csv", TRAINING,

@@ -6,8 +6,27 @@ coordinate exactly, so flows and corner offsets scale by exactly 2 per scale.
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable, TypeVar
+
 import torch
 import torch.nn.functional as F
+
+F_ = TypeVar("F_", bound=Callable)
+
+
+def in_fp32(geometry: F_) -> F_:
+    """Run `geometry` in fp32 when called under autocast (mixed-precision training): sampling positions and the
+    homography's determinant need fp32's precision and range. Outside autocast (fp32 training, export) it runs as
+    written, so an exported graph is unchanged."""
+    @functools.wraps(geometry)
+    def outside_autocast(*args):
+        device = next(a.device.type for a in args if torch.is_tensor(a))
+        if not torch.is_autocast_enabled(device):
+            return geometry(*args)
+        with torch.autocast(device, enabled=False):
+            return geometry(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args))
+    return outside_autocast  # type: ignore[return-value]
 
 
 def pixel_centres(h: int, w: int, device: torch.device | None = None,
@@ -24,6 +43,7 @@ def image_corners(h: int, w: int, device: torch.device | None = None,
     return torch.tensor([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]], device=device, dtype=dtype)
 
 
+@in_fp32
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample x (B, C, h, w) at q + flow(q) for every pixel centre q; flow (B, 2, h, w) in pixels."""
     h, w = x.shape[-2:]
@@ -85,6 +105,7 @@ def rescale_output(kind: str, x: torch.Tensor, factor: int) -> torch.Tensor:
     return up * factor if kind == "flow" else up
 
 
+@in_fp32
 def motion_to_flow(kind: str, motion: torch.Tensor, factor: int, h: int, w: int) -> torch.Tensor:
     """A coarser motion estimate (flow or corner offsets) as a dense flow at an h×w scale `factor` times finer.
 

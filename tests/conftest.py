@@ -33,11 +33,11 @@ TINY_FLAGS = ["--network", "tiny", "--frame-size", "32x32", "--clips", "2", "--f
 
 
 def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0, before: int | None = None) -> Path:
-    """Run `nss ARGV --out OUT` in a subprocess and SIGKILL it once a checkpoint of `phase` past step 0 (and
-    before step `before`, the phase's last) exists."""
+    """Run `nss ARGV --out OUT` in a subprocess and SIGKILL it (with the ranks it started, under `--nproc`) once a
+    checkpoint of `phase` past step 0 (and before step `before`, the phase's last) exists."""
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     process = subprocess.Popen([sys.executable, "-m", "nss.cli"] + argv + ["--out", str(out)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     path, deadline = out / "checkpoints" / "last.pt", time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():  # checkpoints are renamed into place: reading one while the run goes on is safe
@@ -48,7 +48,7 @@ def kill_mid_run(argv: list[str], out: Path, phase: str, timeout: float = 120.0,
         time.sleep(0.05)
     else:
         raise AssertionError(f"no checkpoint of {phase} within {timeout} s")
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return out
 

@@ -89,6 +89,21 @@ def test_nss_profile_on_a_space_name_writes_here(tmp_path, monkeypatch, capsys):
     assert "multiples of 16" in capsys.readouterr().err
 
 
+def test_a_compiled_profile_times_the_compiled_network(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["profile", "most_net_plus", "--network", "tiny", "--size", "32x32", "--iters", "3", "--warmup", "1",
+                 "--backend", "torch", "--device", "cpu", "--compile", "eager", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["compile"] == "eager" and not report["cuda_graphs"] and report["latency_ms"]["median"] > 0
+    assert "compiled with eager" in capsys.readouterr().out
+    for flags, message in ((["--backend", "onnxruntime"], "--compile aot_eager: compiles the torch backend's"),
+                           (["--per-head"], "--compile aot_eager: times one network; --per-head times dozens")):
+        assert main(["profile", "most_net_plus", "--network", "tiny", "--size", "32x32", "--compile", "aot_eager",
+                     "--device", "cpu", "--out", str(tmp_path / "bad.json"), *flags]) == 1
+        assert capsys.readouterr().err.startswith(f"nss: error: {message}")
+        assert not (tmp_path / "bad.json").exists()
+
+
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and a GPU are present")
 def test_tensorrt_unavailable_is_one_clear_line(capsys):
     assert main(["profile", "most_net_plus", "--backend", "tensorrt", "--network", "tiny", "--size", "32x32"]) == 1
@@ -107,7 +122,7 @@ def test_tensorrt_fp16_profile():
 def test_torch_fp16_profile_on_the_gpu():
     network = build_network(get_space("most_net_plus"), TINY)
     report = profile_network(network, height=64, width=64, backend="torch", device="cuda", fp16=True, iters=20)
-    assert report["precision"] == "fp16" and report["latency_ms"]["median"] > 0
+    assert report["precision"] == "fp16" and report["latency_ms"]["median"] > 0 and report["cuda_graphs"]
 
 
 def test_bad_targets_get_one_line_errors(tmp_path, capsys):

@@ -89,6 +89,18 @@ def test_streaming_predictions_equal_the_two_frame_forward(trained, synthetic_fo
     np.testing.assert_allclose(flow, outputs["flow@1"][0].permute(1, 2, 0).numpy(), atol=1e-5)
 
 
+def test_a_compiled_prediction_writes_what_the_eager_one_does(trained, synthetic_folder, tmp_path):
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    nss.predict(trained["most_net_plus"], synthetic_folder, eager, split="val", max_frames=2, progress=False)
+    report = nss.predict(trained["most_net_plus"], synthetic_folder, compiled, split="val", max_frames=2,
+                         progress=False, compile="aot_eager")
+    assert report["compile"] == "aot_eager" and report["frames"] == 4
+    flows = sorted(p.relative_to(compiled) for p in compiled.glob("*/flow/*.flo"))
+    assert len(flows) == 4 and flows == sorted(p.relative_to(eager) for p in eager.glob("*/flow/*.flo"))
+    for flow in flows:
+        np.testing.assert_allclose(read_flo(compiled / flow), read_flo(eager / flow), atol=1e-5)
+
+
 def test_profiling_leaves_the_callers_network_as_it_was():
     network = build_network(get_space("most_net_plus"), get_size("tiny")).train()
     before = {k: v.clone() for k, v in network.state_dict().items()}

@@ -20,6 +20,7 @@ from nss.scale_search.gates import Gates, sparsity_penalty
 from nss.scale_search.objective import composites
 from nss.evaluation.marginals import marginal_values
 from nss.training.selection import fewest_heads_within, select_heads, subnetworks
+from nss.training.distributed import SINGLE, World
 from search_spaces import SearchSpace, get_space, head_name, read_json
 from search_spaces.presets import TASKS
 
@@ -65,6 +66,7 @@ class FakeSession:
     space: SearchSpace
     validation: torch.utils.data.Dataset
     device: torch.device
+    world: World = SINGLE
 
 
 class HandMadeSupernet(nn.Module):

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import OPTIONS
 from ..deploy import BACKENDS, DEFAULT_OPSET
 from . import Command
-from .options import add_device_options, frame_size
+from .options import add_compile_option, add_device_options, frame_size
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
                                        "space (name or JSON) for its supernet")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="auto: TensorRT where it and a GPU are present, else torch")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                        help="the network's arithmetic (fp16: TensorRT's engine, or the torch backend on a GPU)")
     parser.add_argument("--size", type=frame_size, metavar="HxW",
                         help="input size (default: a run's frame size, else 256x256)")
     parser.add_argument("--network", default="auto", choices=OPTIONS["network"].choices,
@@ -44,6 +45,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
                              "searchable head) for a latency-aware search (--latency-table)")
     parser.add_argument("--out", metavar="FILE.json", help="default: profile.json (latency_table.json with --per-head) in "
                                                           "the run folder, else here")
+    add_compile_option(parser, "the torch backend's network (on a GPU it is replayed as CUDA graphs either way)")
     add_device_options(parser, "auto", "auto: a GPU where there is one; the torch backend's")
 
 
@@ -51,7 +53,8 @@ def run_profile(args: argparse.Namespace) -> None:
     from ..deploy.targets import profile_target
     report, path, note = profile_target(args.target, backend=args.backend, fp16=args.precision == "fp16",
                                         device=args.device, size=args.size, network=args.network, iters=args.iters,
-                                        warmup=args.warmup, out=args.out, per_head=args.per_head, threads=args.threads)
+                                        warmup=args.warmup, out=args.out, per_head=args.per_head, threads=args.threads,
+                                        compile=args.compile)
     if note:
         print(note, file=sys.stderr)
     if args.per_head:
@@ -61,7 +64,8 @@ def run_profile(args: argparse.Namespace) -> None:
     height, width = report["input_size"]
     print(f"{args.target}: {report['params']:,} parameters, {report['flops'] / 1e9:.3f} GFLOPs at "
           f"{height}x{width} ({report['backend']}, {report['precision']}, {report['device']}, "
-          f"{report['torch_threads']} thread(s))")
+          f"{report['torch_threads']} thread(s){', CUDA graphs' if report['cuda_graphs'] else ''}"
+          f"{'' if report['compile'] == 'off' else ', compiled with ' + report['compile']})")
     print(f"two-frame forward: median {lat['median']:.2f} ms, p90 {lat['p90']:.2f}, p99 {lat['p99']:.2f}, "
           f"cv {lat['cv']:.3f}, {report['fps']:.1f} FPS")
     print(f"streaming (cached previous features): median {stream['median']:.2f} ms, {report['streaming_fps']:.1f} FPS")
@@ -98,6 +102,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop each clip after this many frames")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_compile_option(parser, "the network's encoder and decoder")
     add_device_options(parser)
 
 
@@ -105,7 +110,7 @@ def run_predict(args: argparse.Namespace) -> None:
     from ..deploy.predict import predict
     report = predict(args.run, args.input, args.out, heads=args.heads, device=args.device, size=args.size,
                      split=args.split, fps=args.fps, max_frames=args.max_frames, force=args.force,
-                     progress=not args.quiet, threads=args.threads)
+                     progress=not args.quiet, threads=args.threads, compile=args.compile)
     print(f"{report['frames']} frames of {len(report['clips'])} clip(s) at {report['size'][0]}x{report['size'][1]} on "
           f"{report['device']}: {report['network_fps']:.1f} FPS for the network, {report['total_fps']:.1f} FPS with "
           f"reading and writing; heads {', '.join(report['heads'].values())}")

@@ -48,6 +48,10 @@ def add_run_options(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> 
     parser.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=checked_count, default=1, metavar="N",
+                        help="processes of one data-parallel run on this machine: one per GPU, or CPU processes "
+                             "sharing the cores; --batch-size stays the global batch (default 1; on several "
+                             "machines, start `python -m nss` with torchrun instead)")
     add_config_options(parser, names)
 
 
@@ -133,6 +137,24 @@ def add_device_options(parser: argparse.ArgumentParser, default: str | None = No
         option = OPTIONS[name]
         parser.add_argument(option.flag, default=value, type=checked(name),
                             help=option.help + (f" (default: {shown})" if shown else ""))
+
+
+def add_compile_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--compile for a command that runs a trained network (`what` it compiles), as training's --compile."""
+    option = OPTIONS["compile"]
+    parser.add_argument(option.flag, default=option.default, choices=option.choices,
+                        help=f"compile {what} with torch.compile and this backend (default: off; the first calls "
+                             f"then take the compile time)")
+
+
+def checked_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def frame_size(text: str) -> tuple[int, int]:

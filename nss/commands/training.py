@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from search_spaces import is_architecture_file
 
@@ -11,11 +12,38 @@ from . import Command
 from .options import add_run_options, run_config
 
 
+def launched(args: argparse.Namespace, command: str, config) -> bool:
+    """`--nproc N` (N > 1) outside torchrun: start the N ranks of the run on this machine, each with this command
+    line, once what they would refuse is checked; True when they have run."""
+    if args.nproc == 1 or "WORLD_SIZE" in os.environ:
+        return False
+    from ..training.api import check_parallel_run
+    from ..training.launch import launch
+    threads = check_parallel_run(command, config, args.nproc, args.out, args.force, args.resume)
+    launch(args.nproc, without_nproc(args.argv), threads)
+    return True
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def run_search(args: argparse.Namespace) -> None:
     from ..runs.folder import RunFolder
     from ..training.api import search
     from ..training.selection import SCORE_MEANING
-    result = search(run_config(args, "search"), out=args.out, force=args.force, resume=args.resume,
+    config = run_config(args, "search")
+    if launched(args, "search", config):
+        return
+    result = search(config, out=args.out, force=args.force, resume=args.resume,
                     progress=not args.quiet)
     arch = result.architecture
     print(f"run folder: {result.run_dir}")
@@ -38,7 +66,10 @@ def run_search(args: argparse.Namespace) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> None:
     from ..training.api import pretrain
-    path = pretrain(run_config(args, "pretrain"), out=args.out, force=args.force, resume=args.resume,
+    config = run_config(args, "pretrain")
+    if launched(args, "pretrain", config):
+        return
+    path = pretrain(config, out=args.out, force=args.force, resume=args.resume,
                     progress=not args.quiet)
     print(f"run folder: {path}")
     print(f"search from it with: nss search --from {path}")
@@ -58,7 +89,10 @@ def run_retrain(args: argparse.Namespace) -> None:
         target = {"architecture" if is_architecture_file(args.target) else "space": args.target}
     elif not args.resume:
         raise NSSError("give the architecture.json to retrain (or a space name for the full network)")
-    path = retrain(run_config(args, "retrain", **target), out=args.out, force=args.force, resume=args.resume,
+    config = run_config(args, "retrain", **target)
+    if launched(args, "retrain", config):
+        return
+    path = retrain(config, out=args.out, force=args.force, resume=args.resume,
                    progress=not args.quiet)
     print(f"run folder: {path}")
     print(f"evaluate it with: nss evaluate {path} --split test")

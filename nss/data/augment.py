@@ -32,15 +32,18 @@ def flip(batch: dict, which: torch.Tensor, dim: int) -> dict:
     return out
 
 
-def colour_jitter(batch: dict, generator: torch.Generator, strength: float = 0.1) -> dict:
-    """Per-sample brightness, contrast and per-channel gain on both input frames (the same for both)."""
+def colour_jitter(batch: dict, generator: torch.Generator, strength: float = 0.1, rows: slice | None = None,
+                  total: int | None = None) -> dict:
+    """Per-sample brightness, contrast and per-channel gain on both input frames (the same for both); drawn for
+    `total` samples of which `batch` is `rows` (default: all of them)."""
     b = batch["current"].shape[0]
     device = batch["current"].device
+    rows, total = rows or slice(0, b), total or b
 
     def uniform(*shape):
-        return (torch.rand(*shape, generator=generator) * 2 - 1).to(device) * strength
+        return (torch.rand(total, *shape, generator=generator)[rows] * 2 - 1).to(device) * strength
 
-    brightness, contrast, gain = uniform(b, 1, 1, 1), 1 + uniform(b, 1, 1, 1), 1 + uniform(b, 3, 1, 1)
+    brightness, contrast, gain = uniform(1, 1, 1), 1 + uniform(1, 1, 1), 1 + uniform(3, 1, 1)
     out = dict(batch)
     for key in ("previous", "current"):
         x = batch[key]
@@ -49,10 +52,13 @@ def colour_jitter(batch: dict, generator: torch.Generator, strength: float = 0.1
     return out
 
 
-def augment(batch: dict, seed: int, step: int) -> dict:
-    """Random flips (p = 0.5 each) and colour jitter, a pure function of (seed, step) so resumed runs agree."""
+def augment(batch: dict, seed: int, step: int, rows: slice | None = None, global_batch: int | None = None) -> dict:
+    """Random flips (p = 0.5 each) and colour jitter, a pure function of (seed, step) so resumed runs agree.
+    `batch` may be `rows` of a global batch of `global_batch` samples (one rank's share): the draws are the global
+    batch's, these rows kept, so that a sample is augmented alike on any number of ranks."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     b, device = batch["current"].shape[0], batch["current"].device
+    rows, total = rows or slice(0, b), global_batch or b
     for dim in (-1, -2):
-        batch = flip(batch, (torch.rand(b, generator=generator) < 0.5).to(device), dim)
-    return colour_jitter(batch, generator)
+        batch = flip(batch, (torch.rand(total, generator=generator)[rows] < 0.5).to(device), dim)
+    return colour_jitter(batch, generator, rows=rows, total=total)

@@ -38,6 +38,7 @@ from ..device import OtherLoad, busy_note, choose_threads, using_threads
 from ..errors import NSSError
 from ..evaluation.evaluate import MetricSums, as_prediction
 from ..io import atomic_write_text, staged_directory
+from ..model.forward import compiled
 from ..model.outputs import to_full_resolution
 from ..model.step import batch_to
 from ..runs.trained import TrainedModel
@@ -92,9 +93,10 @@ def chosen_heads(kept: tuple[str, ...], tasks: dict[str, str], heads: str | None
 def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str | None = None,
             device: str | None = None, size: tuple[int, int] | None = None, split: str = "test",
             fps: float | None = None, max_frames: int | None = None, force: bool = False,
-            progress: bool = True, threads: int | None = None) -> dict:
+            progress: bool = True, threads: int | None = None, compile: str = "off") -> dict:
     """Run `run`'s trained network (a search run's derived architecture) over `source` and write its outputs to
-    `out`; returns predict.json's content."""
+    `out`; returns predict.json's content. `compile`: torch.compile's backend for the encoder and decoder ("off":
+    eager; the network FPS then includes the compile time of the first frames)."""
     source = Path(source)
     if not source.exists():
         raise NSSError(f"{source}: no such video, frame folder or data folder")
@@ -104,6 +106,7 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
         raise NSSError(f"--max-frames: must be >= 1, got {max_frames}")
     model = TrainedModel.load(run, device).deployable()
     network, space, checkpoint = model.network, model.space, model.checkpoint
+    encode, decode = compiled(network.encode, compile), compiled(network.decode, compile)
     kinds = {t.name: t.kind for t in space.tasks}
     chosen = chosen_heads(tuple(network.heads), kinds, heads)
     height, width = size or model.config.frame_height_width
@@ -123,8 +126,8 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
                 image = fit.image(frame)
                 current = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(model.device)
                 start = time.perf_counter()
-                features = network.encode(current)
-                outputs = network.decode(features, features if starts_run else cached, current)
+                features = encode(current)
+                outputs = decode(features, features if starts_run else cached, current)
                 if model.device.type == "cuda":
                     torch.cuda.synchronize()
                 network_seconds += time.perf_counter() - start
@@ -145,8 +148,8 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
         if not frames_done:
             raise NSSError(f"{source}: no frames to predict")
         report = {"run": str(run), "checkpoint": checkpoint, "input": str(source), "heads": chosen,
-                  "size": [height, width], "device": str(model.device), "clips": counts, "frames": frames_done,
-                  "network_fps": frames_done / network_seconds, "total_fps": frames_done / (time.perf_counter() - began),
+                  "size": [height, width], "device": str(model.device), "compile": compile, "clips": counts,
+                  "frames": frames_done, "network_fps": frames_done / network_seconds, "total_fps": frames_done / (time.perf_counter() - began),
                   "preview_fps": fps, "torch_threads": threads}
         if rows:
             pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)

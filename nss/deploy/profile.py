@@ -1,6 +1,6 @@
 """Profiling: parameters, FLOPs and latency at batch 1, for the two-frame forward and the streaming per-frame
-cost, on PyTorch (CPU or CUDA, fp32/fp16), ONNX Runtime (CPU) or TensorRT (FP16 engine from the ONNX graph), with
-how busy the machine was while it was timed."""
+cost, on PyTorch (CPU or CUDA, fp32/fp16; replayed as CUDA graphs on a GPU, optionally torch.compile), ONNX
+Runtime (CPU) or TensorRT (FP16 engine from the ONNX graph), with how busy the machine was while it was timed."""
 from __future__ import annotations
 
 import copy
@@ -21,6 +21,7 @@ from supernet import MostNet
 from ..device import OtherLoad, backend_device
 from ..errors import NSSError
 from ..model.costs import count_flops, count_parameters, reference_network
+from ..model.forward import compiled
 from . import BACKENDS
 from .export import export_onnx, graph_inputs
 
@@ -77,22 +78,41 @@ def resolve_backend(backend: str) -> tuple[str, str | None]:
 
 
 # -- backends: each returns (two-frame run, streaming run) -----------------------------------------------------
-def _torch_runs(network: MostNet, height: int, width: int, device: torch.device, fp16: bool):
+def _torch_runs(network: MostNet, height: int, width: int, device: torch.device, fp16: bool, compile: str):
     dtype = torch.float16 if fp16 else torch.float32
     net = copy.deepcopy(network).to(device, dtype).eval()  # the caller's network stays where and what it was
     frames = {k: v.to(device, dtype) for k, v in graph_inputs(net, height, width, streaming=False).items()}
+    forward, encode, decode = (compiled(f, compile) for f in (net, net.encode, net.decode))
     with torch.no_grad():
         cached = net.encode(frames["previous"])
 
     @torch.no_grad()
     def two_frame():
-        net(frames["previous"], frames["current"])
+        forward(frames["previous"], frames["current"])
 
     @torch.no_grad()
     def streaming():
-        net.decode(net.encode(frames["current"]), cached, frames["current"])
+        decode(encode(frames["current"]), cached, frames["current"])
 
+    if device.type == "cuda":
+        return cuda_graph(two_frame), cuda_graph(streaming)
     return two_frame, streaming
+
+
+def cuda_graph(run: Callable[[], object]) -> Callable[[], object]:
+    """`run` recorded once as a CUDA graph, replayed by the callable returned: at batch 1 a network's GPU time is
+    mostly the host launching its kernels one by one, which a replay does at once (as a TensorRT engine does).
+    The inputs stay where they were recorded, so every replay computes the same frames."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # capture wants its warm-up (cuDNN's algorithm choice, allocations) off-stream
+        for _ in range(3):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
 
 
 def _onnxruntime_runs(network: MostNet, height: int, width: int, folder: Path):
@@ -147,13 +167,16 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
 
 
 def backend_runs(network: MostNet, height: int, width: int, backend: str, device: torch.device, fp16: bool,
-                 folder: Path) -> tuple[Callable[[], object], Callable[[], object]]:
+                 folder: Path, compile: str = "off") -> tuple[Callable[[], object], Callable[[], object]]:
     """The two-frame forward and the streaming per-frame step of `network` at batch 1 on a backend, as callables
-    (ONNX graphs and TensorRT engines are written to `folder`, which must outlive the callables)."""
+    (ONNX graphs and TensorRT engines are written to `folder`, which must outlive the callables). The torch
+    backend replays CUDA graphs on a GPU and compiles with torch.compile's `compile` backend unless "off"."""
     if backend == "onnxruntime" and (fp16 or device.type != "cpu"):
         raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
+    if compile != "off" and backend != "torch":
+        raise NSSError(f"--compile {compile}: compiles the torch backend's network; {backend} builds its own graph")
     if backend == "torch":
-        return _torch_runs(network, height, width, device, fp16)
+        return _torch_runs(network, height, width, device, fp16, compile)
     if backend == "onnxruntime":
         return _onnxruntime_runs(network, height, width, folder)
     return _tensorrt_runs(network, height, width, folder)
@@ -175,8 +198,9 @@ def interleaved_times(networks: dict[str, MostNet], height: int, width: int, *, 
 
 
 def profile_network(network: MostNet, *, height: int, width: int, backend: str = "torch", device: str = "cpu",
-                    fp16: bool = False, iters: int = 100, warmup: int = 10) -> dict:
-    """Parameters, FLOPs and latency statistics (milliseconds) of a network at batch 1."""
+                    fp16: bool = False, iters: int = 100, warmup: int = 10, compile: str = "off") -> dict:
+    """Parameters, FLOPs and latency statistics (milliseconds) of a network at batch 1 (the torch backend: compiled
+    with torch.compile's `compile` backend unless "off", replayed as CUDA graphs on a GPU)."""
     if iters < 1 or warmup < 0:
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     report = {"params": count_parameters(network), "flops": count_flops(network, height, width),
@@ -184,12 +208,15 @@ def profile_network(network: MostNet, *, height: int, width: int, backend: str =
     torch_device, fp16 = timing_target(backend, device, fp16)
     load = OtherLoad()
     with tempfile.TemporaryDirectory() as folder:
-        two_frame, streaming = backend_runs(network, height, width, backend, torch_device, fp16, Path(folder))
+        two_frame, streaming = backend_runs(network, height, width, backend, torch_device, fp16, Path(folder),
+                                            compile)
         with load.measuring():
             times = time_interleaved({"two_frame": two_frame, "streaming": streaming}, iters, warmup, torch_device)
     latency, stream_latency = latency_stats(times["two_frame"]), latency_stats(times["streaming"])
     report.update({
-        "backend": backend, **described(torch_device, fp16), "input_size": [height, width], "batch_size": 1, "iters": iters, "warmup": warmup,
+        "backend": backend, **described(torch_device, fp16), "input_size": [height, width], "batch_size": 1,
+        "iters": iters, "warmup": warmup, "compile": compile,
+        "cuda_graphs": backend == "torch" and torch_device.type == "cuda",
         "latency_ms": latency, "fps": 1e3 / latency["median"], "streaming_latency_ms": stream_latency,
         "streaming_fps": 1e3 / stream_latency["median"], **machine(load),
     })

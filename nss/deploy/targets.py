@@ -24,11 +24,11 @@ log = logging.getLogger("nss")
 def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = False, device: str = "auto",
                    size: tuple[int, int] | None = None, network: str = "auto", iters: int = 100, warmup: int = 10,
                    out: str | Path | None = None, per_head: bool = False,
-                   threads: int | None = None) -> tuple[dict, Path, str | None]:
+                   threads: int | None = None, compile: str = "off") -> tuple[dict, Path, str | None]:
     """`nss profile`: TARGET is a run folder (the network it trained; a search run's derived architecture), an
     architecture.json or a space (name or JSON); `size` defaults to a run's frame size, else 256×256. Returns the
     report, where it was written (profile.json in the run folder, else in the current directory) and a fallback
-    note.
+    note. `compile`: torch.compile's backend for the torch backend's network ("off": eager).
 
     With `per_head`, the per-head cost table of the target's space (its supernet) instead (nss.deploy.cost_table),
     written to `out` (default latency_table.json beside profile.json)."""
@@ -36,6 +36,8 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
     torch_device = backend_device(backend, device)
     if iters < 1 or warmup < 0:
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    if per_head and compile != "off":
+        raise NSSError(f"--compile {compile}: times one network; --per-head times dozens, each would compile anew")
     if RunFolder.is_run(target):  # a run folder: the network it trained
         if network != "auto":
             log.warning("note: --network %s: %s is profiled as the network it trained", network, target)
@@ -57,7 +59,7 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
         else:
             report = profile_network(reference_network(architecture, size_name), height=size[0], width=size[1],
                                      backend=backend, device=str(torch_device), fp16=fp16, iters=iters,
-                                     warmup=warmup)
+                                     warmup=warmup, compile=compile)
             report["network"] = size_name
             path = Path(out) if out else home / RunFolder.PROFILE
     note = "; ".join(n for n in (note, busy_note(report["other_load_cores"], f"the profile of {target}")) if n) or None

@@ -13,18 +13,19 @@ from supernet import MostNet
 
 from ..model.outputs import refinements
 from ..scale_search.objective import composites
-from .evaluate import MetricSums, as_prediction, labelled_tasks, outputs_on, trivial_prediction
+from .evaluate import MetricSums, Ranks, as_prediction, labelled_tasks, outputs_on, trivial_prediction
 from .metrics import delta_mtl
 
 
 @torch.no_grad()
 def composite_scores(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
                      choices: Sequence[dict[str, float]], *, contiguous: bool = False,
-                     batch_size: int = 4) -> list[float]:
+                     batch_size: int = 4, world: Ranks | None = None) -> list[float]:
     """Δ_MTL (%, against the trivial predictor) of the composite Õ of every choice (α per searchable head; 0/1 for
-    a sub-network) over the labelled samples of `data`, in the order given."""
+    a sub-network) over the labelled samples of `data`, in the order given (`world`: each rank measures its share
+    of `data`, the sums are added)."""
     sums = MetricSums()
-    for batch, full in outputs_on(network, space, data, device, batch_size):
+    for batch, full in outputs_on(network, space, data, device, batch_size, world):
         deltas = refinements(space, full)
         tasks = list(labelled_tasks(space, batch))
         for task, valid, target, weight in tasks:
@@ -37,7 +38,7 @@ def composite_scores(network: MostNet, space: SearchSpace, data: Dataset, device
                 prediction = as_prediction(task.kind, outputs[task.name])[valid]
                 for metric in task.metrics:
                     sums.add((index, task.name), metric.name, prediction, target, weight)
-    values = sums.values()
+    values = sums.values(world)
 
     def of(key) -> dict[str, dict[str, float]]:
         return {t.name: {m.name: values[(key, t.name, m.name)] for m in t.metrics}

@@ -1,11 +1,11 @@
 """Evaluation: every metric of every head on a split, at full resolution, next to the trivial predictor."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from search_spaces import SearchSpace, TaskSpec, parse_head
 from supernet import MostNet
@@ -34,6 +34,15 @@ def trivial_prediction(kind: str, batch: dict) -> torch.Tensor:
     return torch.ones_like(batch["mask"]) if kind == "mask" else torch.zeros_like(batch[kind])
 
 
+class Ranks(Protocol):
+    """The ranks of a data-parallel run (nss.training.distributed.World): each evaluates its share of a split."""
+
+    rank: int
+    size: int
+
+    def gather(self, value: Any) -> list[Any]: ...
+
+
 class MetricSums:
     """Numerator and denominator per key; IoU adds pixel counts, the others per-sample means (mean over frames)."""
 
@@ -51,8 +60,17 @@ class MetricSums:
         acc[0] += num
         acc[1] += den
 
-    def values(self) -> dict[tuple, float]:
-        return {key: (num / den if den else float("nan")) for key, (num, den) in self.sums.items()}
+    def values(self, world: Ranks | None = None) -> dict[tuple, float]:
+        """Numerator ÷ denominator per key; with `world`, of the sums added over its ranks."""
+        sums = self.sums
+        if world is not None and world.size > 1:
+            sums = {}
+            for part in world.gather(self.sums):
+                for key, (num, den) in part.items():
+                    acc = sums.setdefault(key, [0.0, 0.0])
+                    acc[0] += num
+                    acc[1] += den
+        return {key: (num / den if den else float("nan")) for key, (num, den) in sums.items()}
 
 
 def labelled_tasks(space: SearchSpace, batch: dict) -> Iterator[tuple[TaskSpec, torch.Tensor, torch.Tensor,
@@ -67,14 +85,16 @@ def labelled_tasks(space: SearchSpace, batch: dict) -> Iterator[tuple[TaskSpec, 
 
 
 def outputs_on(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
-               batch_size: int) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
-    """Each batch of `data` on the device with the network's outputs at full resolution, the network in eval mode
-    meanwhile (call under torch.no_grad)."""
+               batch_size: int, world: Ranks | None = None) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+    """Each batch of `data` (with `world`: of this rank's share, every `size`-th sample) on the device with the
+    network's outputs at full resolution, the network in eval mode meanwhile (call under torch.no_grad)."""
+    if world is not None and world.size > 1:
+        data = Subset(data, range(world.rank, len(data), world.size))
     was_training = network.training
     network.eval()
     try:
         for batch in DataLoader(data, batch_size=batch_size):
-            batch = batch_to(batch, device)
+            batch = batch_to(batch, device, dtype=next(network.parameters()).dtype)
             yield batch, to_full_resolution(space, network(batch["previous"], batch["current"]))
     finally:
         network.train(was_training)
@@ -82,11 +102,11 @@ def outputs_on(network: MostNet, space: SearchSpace, data: Dataset, device: torc
 
 @torch.no_grad()
 def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.device,
-             batch_size: int = 4) -> pd.DataFrame:
+             batch_size: int = 4, world: Ranks | None = None) -> pd.DataFrame:
     """Long-form metrics (model, head, task, scale, metric, value) of every head of `network` and of the
-    trivial predictor (model "baseline"), over the labelled samples of `data`."""
+    trivial predictor (model "baseline"), over the labelled samples of `data` (`world`: shared by its ranks)."""
     sums = MetricSums()
-    for batch, full in outputs_on(network, space, data, device, batch_size):
+    for batch, full in outputs_on(network, space, data, device, batch_size, world):
         for task, valid, target, weight in labelled_tasks(space, batch):
             for metric in task.metrics:
                 baseline = trivial_prediction(task.kind, batch)[valid]
@@ -95,7 +115,7 @@ def evaluate(network: MostNet, space: SearchSpace, data: Dataset, device: torch.
                     sums.add(("network", head, task.name, parse_head(head)[1]), metric.name,
                              as_prediction(task.kind, full[head])[valid], target, weight)
     columns = ["model", "head", "task", "scale", "metric", "value"]
-    return pd.DataFrame([key + (value,) for key, value in sums.values().items()], columns=columns)
+    return pd.DataFrame([key + (value,) for key, value in sums.values(world).items()], columns=columns)
 
 
 def finest_per_task(table: pd.DataFrame, model: str = "network") -> dict[str, dict[str, float]]:

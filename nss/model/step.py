@@ -50,5 +50,10 @@ def supervised_loss(space: SearchSpace, network: MostNet, batch: dict, balancer:
     return StepResult(loss, per_task, weights, full, refinements(space, full), extra=extra, head_losses=per_head)
 
 
-def batch_to(batch: dict, device: torch.device) -> dict:
-    return {k: batch_to(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
+def batch_to(batch: dict, device: torch.device, non_blocking: bool = False,
+             dtype: torch.dtype = torch.float32) -> dict:
+    """`batch` on `device`, its frames and labels in `dtype` (the network's: float64 with --precision fp64);
+    `non_blocking` from pinned memory, so the copy overlaps the GPU's work."""
+    def to(v: torch.Tensor) -> torch.Tensor:
+        return v.to(device, dtype if v.is_floating_point() else None, non_blocking=non_blocking)
+    return {k: batch_to(v, device, non_blocking, dtype) if isinstance(v, dict) else to(v) for k, v in batch.items()}

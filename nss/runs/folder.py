@@ -26,6 +26,7 @@ import yaml
 
 from ..config import RunConfig, config_from_dict
 from ..errors import NSSError
+from ..scale_search.derive import save_architecture
 from ..io import atomic_write, atomic_write_text, refuse_existing
 
 log = logging.getLogger("nss")
@@ -155,6 +156,10 @@ class RunFolder:
     def write_yaml(self, name: str, data: Any) -> None:
         atomic_write_text(self / name, yaml.safe_dump(data, sort_keys=False))
 
+    def save_architecture(self, architecture: Any, **provenance: Any) -> None:
+        """architecture.json: the architecture a search derived or a retraining trains, and where it came from."""
+        save_architecture(self / self.ARCHITECTURE, architecture, **provenance)
+
     def read_yaml(self, name: str) -> Any:
         try:
             return yaml.safe_load((self / name).read_text())
@@ -192,3 +197,40 @@ class RunFolder:
     def trained_checkpoint(self) -> str:
         """The checkpoint whose weights stand for the run: best.pt where validation chose one, else last.pt."""
         return self.BEST if (self.checkpoints / self.BEST).exists() else self.LAST
+
+
+class ReplicaFolder(RunFolder):
+    """The run folder as a rank other than 0 of a data-parallel run sees it: read (a resumed run's configuration and
+    checkpoint), never written; rank 0 writes for the run."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        self.tables = {name: UnwrittenTable(self.path / file) for name, file in self.TABLES.items()}
+
+    def create(self, force: bool) -> "RunFolder":
+        return self
+
+    def write_json(self, name: str, data: Any) -> None:
+        pass
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> None:
+        pass
+
+    def write_yaml(self, name: str, data: Any) -> None:
+        pass
+
+    def save_architecture(self, architecture: Any, **provenance: Any) -> None:
+        pass
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> None:
+        pass
+
+
+class UnwrittenTable(Table):
+    """A log whose rows are dropped: rank 0 logs the global batch's values."""
+
+    def flush(self) -> None:
+        self.pending = []
+
+    def cut_back(self, rows: int) -> None:
+        self.pending = []

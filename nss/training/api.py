@@ -3,18 +3,24 @@
 To add a phase, write its class (nss.training.phases) and add it to its command's list here."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..config import OPTIONS, RunConfig, inherited_options
-from ..device import using_threads
+from ..device import resolve_device, using_threads
 from ..errors import NonFiniteLossError, NSSError
-from ..runs.folder import RunFolder
+from ..io import refuse_existing
+from ..model.forward import resolve_precision
+from ..runs.folder import ReplicaFolder, RunFolder
+from .distributed import World
 from .phases import Phase, PretrainPhase, RetrainPhase, SearchPhase, SearchResult
-from .session import Session
+from .session import Session, check_inputs
 from .tensorboard import require_tensorboard
 from .trainer import Trainer
 
@@ -37,7 +43,8 @@ def default_run_dir(command: str, session: Session, phases: list[Phase]) -> Path
 def open_run(command: str, config: RunConfig | None, out: str | Path | None, force: bool,
              resume: bool) -> tuple[Trainer, list[Phase], dict | None]:
     """Check everything and build the phases, then create (or reopen) the run folder: a bad input never leaves a
-    folder behind."""
+    folder behind. On several ranks (torchrun, `--nproc`) each builds its own, and rank 0 alone writes the folder."""
+    world = World.from_environment()
     if resume:
         if out is None:
             raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
@@ -48,8 +55,10 @@ def open_run(command: str, config: RunConfig | None, out: str | Path | None, for
         if made_by != command:
             raise NSSError(f"{run.path}: made by `nss {made_by}`, not `nss {command}`")
         state = run.load_checkpoint()
-        session = Session.open(config)
+        session = Session.open(config, world)
         phases = COMMANDS[command](session)
+        if not world.primary:
+            run = ReplicaFolder(run.path)
     else:
         config = (config or RunConfig()).validate()
         source = None
@@ -62,17 +71,22 @@ def open_run(command: str, config: RunConfig | None, out: str | Path | None, for
                     raise NSSError(f"{OPTIONS[name].flag} {given}: the pretrained run given with --from was made "
                                    f"with {theirs}; leave it out")
             config = replace(config, **{k: getattr(inherited, k) for k in inherited_options()}).validate()
-        session = Session.open(config)
+        session = Session.open(config, world)
         phases = COMMANDS[command](session)
         if config.tensorboard:
             require_tensorboard()
         if source is not None:
             source.load_weights(RunFolder.PRETRAINED, session.network)
-        run = RunFolder(out or default_run_dir(command, session, phases)).create(force)
-        run.write_config(command, session.config)
-        run.write_json(RunFolder.SPACE, session.space.to_dict())
-        for phase in phases:
-            phase.prepare(run)
+
+        def create() -> str:
+            made = RunFolder(out or default_run_dir(command, session, phases)).create(force)
+            made.write_config(command, session.config)
+            made.write_json(RunFolder.SPACE, session.space.to_dict())
+            for phase in phases:
+                phase.prepare(made)
+            return str(made.path)
+        path = world.agree(create)  # made by rank 0; the others learn its name, or its error
+        run = RunFolder(path) if world.primary else ReplicaFolder(path)
         state = None
     return Trainer(session, run), phases, state
 
@@ -87,10 +101,39 @@ def _train(command: str, config: RunConfig | None, out: str | Path | None, force
     except NonFiniteLossError:
         raise  # what the run had learnt until then is worth keeping
     except Exception:
-        if state is None and trainer.run.never_started():  # failed at its start: nothing worth keeping
+        if state is None and trainer.world.primary and trainer.run.never_started():  # nothing worth keeping
             shutil.rmtree(trainer.run.path, ignore_errors=True)
         raise
+    finally:
+        trainer.world.close()
     return trainer.run.path, phases
+
+
+def check_parallel_run(command: str, config: RunConfig | None, nproc: int, out: str | Path | None, force: bool,
+                       resume: bool) -> int:
+    """What `nproc` local ranks of a run would refuse, checked before any of them starts: the configuration, the
+    devices (a GPU per rank; on a CPU, a core per rank), the precision, how the batch splits, the data and the run
+    folder. Returns the CPU threads each rank gets."""
+    if resume:
+        if out is None:
+            raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
+        config = RunFolder(out).require_existing().config()[1]
+    config = (config or RunConfig()).validate()
+    device = resolve_device(config.device)
+    available = torch.cuda.device_count() if device.type == "cuda" else (os.cpu_count() or 1)
+    if nproc > available:
+        what = f"{available} GPU(s)" if device.type == "cuda" else f"{available} CPU core(s)"
+        raise NSSError(f"--nproc {nproc}: this machine has {what} for --device {config.device}; start at most "
+                       f"{available} processes here (torchrun spreads a run over several machines)")
+    resolve_precision(config.precision, device)
+    if config.batch_size % nproc:
+        raise NSSError(f"--batch-size {config.batch_size}: the global batch must split evenly over --nproc {nproc}")
+    check_inputs(config)
+    if not resume and out is not None and Path(out).exists():
+        refuse_existing(Path(out), force, "run folder", ", or --resume to continue it")
+    if config.threads is not None:
+        return config.threads
+    return max(1, available // nproc) if device.type == "cpu" else 1
 
 
 def pretrain(config: RunConfig | None = None, *, out: str | Path | None = None, force: bool = False,

@@ -26,9 +26,10 @@ from ..evaluation.evaluate import evaluate, finest_per_task
 from ..evaluation.metrics import delta_mtl
 from ..model.step import StepResult, supervised_loss
 from ..runs.folder import RunFolder
-from ..scale_search.derive import architecture_table, save_architecture, undecided_heads
+from ..scale_search.derive import architecture_table, undecided_heads
 from ..scale_search.objective import SearchObjective
 from .balancing import make as make_balancer
+from .distributed import World
 from .selection import select_heads
 from .session import Session
 
@@ -67,7 +68,9 @@ class Phase:
     def __init__(self, session: Session, steps: int, balancing: str):
         c = session.config
         self.session, self.steps, self.network = session, steps, session.network
-        self.balancer = make_balancer(balancing, session.space.tasks).to(session.device)
+        self.forward = session.forward  # the network as a training step calls it (compiled, mixed precision)
+        self.balancer = make_balancer(balancing, session.space.tasks).to(session.device, session.dtype)
+        self.task_weights = GlobalBalancer(self.balancer, session.world)
         theta = torch.optim.Adam(list(self.network.parameters()) + list(self.balancer.parameters()), lr=c.lr)
         self.optimizers: dict[str, torch.optim.Optimizer] = {"theta": theta}
         self.schedulers = {"theta": torch.optim.lr_scheduler.CosineAnnealingLR(theta, T_max=max(steps, 1),
@@ -122,6 +125,20 @@ class Phase:
             scheduler.load_state_dict(state["schedulers"][key])
 
 
+class GlobalBalancer:
+    """A balancer that weighs the tasks by the global batch's losses (each rank's gradients stay its own, averaged
+    with the others' afterwards): what ATB and DWA see does not depend on the number of ranks."""
+
+    def __init__(self, balancer: nn.Module, world: World):
+        self.balancer, self.world = balancer, world
+
+    def weights(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.balancer.weights(self.world.globally(losses))
+
+    def regularizer(self) -> torch.Tensor | float:
+        return self.balancer.regularizer()
+
+
 class PretrainPhase(Phase):
     """Every head supervised with the space's fixed λ (LS); leaves checkpoints/pretrained.pt for searches."""
 
@@ -131,7 +148,7 @@ class PretrainPhase(Phase):
         super().__init__(session, session.config.pretrain_steps, "ls")
 
     def loss(self, trainer: Trainer, step: int, batch: dict) -> StepResult:
-        return supervised_loss(self.session.space, self.network, batch, self.balancer)
+        return supervised_loss(self.session.space, self.forward, batch, self.task_weights)
 
     def finish(self, trainer: Trainer) -> None:
         trainer.run.save_checkpoint(RunFolder.PRETRAINED, {"architecture_id": self.network.architecture.id,
@@ -184,7 +201,7 @@ class SearchPhase(Phase):
                 log.warning("note: %s was measured on the %s network at %dx%d; this search trains the %s network at "
                             "%s: the latency terms are that network's costs", c.latency_table, table.network,
                             *table.input_size, c.network, "x".join(map(str, c.frame_height_width)))
-        self.gates = self.objective.gates.to(session.device)
+        self.gates = self.objective.gates.to(session.device, session.dtype)
         self.optimizers["alpha"] = torch.optim.Adam(self.gates.parameters(), lr=c.gate_lr)
         if self.objective.bilevel or c.select != "gates":
             session.validation  # noqa: B018 - opened and checked now, before the run folder is made
@@ -212,10 +229,10 @@ class SearchPhase(Phase):
 
     def loss(self, trainer: Trainer, step: int, batch: dict) -> StepResult:
         if self.alpha_batches is not None:  # first-order DARTS: the gate logits step first, the weights held
-            gate_step = self.objective.loss(self.network, next(self.alpha_batches))
+            gate_step = self.objective.loss(self.forward, next(self.alpha_batches))
             trainer.descend(self, step, gate_step, ("alpha",))
             self.alpha_loss = gate_step.loss.item()
-        return self.objective.loss(self.network, batch)
+        return self.objective.loss(self.forward, batch)
 
     def logged(self, result: StepResult) -> dict[str, float]:
         row = {"gate_lr": self.optimizers["alpha"].param_groups[0]["lr"], "sparsity": result.sparsity.item()}
@@ -231,7 +248,7 @@ class SearchPhase(Phase):
                                alpha=result.sample.alphas[h].item(), **extra) for h in self.gates.heads]}
 
     def finish(self, trainer: Trainer) -> None:
-        c, path = self.session.config, trainer.run / RunFolder.ARCHITECTURE
+        c = self.session.config
         latency = self.objective.latency
         selection = select_heads(self.session, self.network, self.gates, latency and latency.table,
                                  c.latency_target)
@@ -242,12 +259,13 @@ class SearchPhase(Phase):
         provenance = dict(gates=probabilities, threshold=c.threshold, tau=c.tau, margin=c.margin,
                           undecided=list(undecided), relaxation=c.relaxation, select=c.select,
                           contiguous=c.contiguous, scores=selection.scores)
-        save_architecture(path, architecture, **provenance)
+        trainer.run.save_architecture(architecture, **provenance)
         self.result = SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided,
                                    select=c.select, scores=selection.scores)
         if self.objective.latency is not None:  # saved again with its latency: the architecture is on disk already
-            cost = measured_on_table_backend(architecture, self.objective.latency.table)
-            save_architecture(path, architecture, **provenance, **cost)
+            measure = lambda: measured_on_table_backend(architecture, self.objective.latency.table)  # noqa: E731
+            cost = self.session.world.agree(measure)  # timed once, by rank 0, alone
+            trainer.run.save_architecture(architecture, **provenance, **cost)
             self.result = replace(self.result, **cost)
 
 
@@ -267,12 +285,13 @@ class RetrainPhase(Phase):
         return f"-{self.session.config.balancing}"
 
     def prepare(self, run: RunFolder) -> None:
-        save_architecture(run / RunFolder.ARCHITECTURE, self.network.architecture)  # the network this run trains
+        run.save_architecture(self.network.architecture)  # the network this run trains
 
     def loss(self, trainer: Trainer, step: int, batch: dict) -> StepResult:
         c = self.session.config
-        return supervised_loss(self.session.space, self.network, augment(batch, c.seed, step) if c.augment else batch,
-                               self.balancer)
+        if c.augment:  # drawn for the global batch, this rank's rows kept: the same on any number of ranks
+            batch = augment(batch, c.seed, step, self.session.world.rows(c.batch_size), c.batch_size)
+        return supervised_loss(self.session.space, self.forward, batch, self.task_weights)
 
     def after_step(self, trainer: Trainer, step: int) -> None:
         if step % self.session.config.val_every == 0 or step == self.steps:
@@ -282,7 +301,7 @@ class RetrainPhase(Phase):
         """Metrics on the validation split; best.pt keeps the weights with the best multi-task score Δ_MTL
         (against the trivial predictor, on each task's finest head)."""
         s = self.session
-        table = evaluate(self.network, s.space, self.validation, s.device, s.config.batch_size)
+        table = evaluate(self.network, s.space, self.validation, s.device, s.config.batch_size, s.world)
         score = delta_mtl(finest_per_task(table), finest_per_task(table, "baseline"), s.space.tasks)
         key = trainer.row_key(self, step)
         rows = table[table["model"] == "network"]

@@ -63,7 +63,8 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
         probabilities = gates.probabilities()
         return Selection(derive_architecture(space, probabilities, c.threshold, c.contiguous), probabilities)
     measure = lambda choices: composite_scores(network, space, session.validation, session.device,  # noqa: E731
-                                               choices, contiguous=c.contiguous, batch_size=c.batch_size)
+                                               choices, contiguous=c.contiguous, batch_size=c.batch_size,
+                                               world=session.world)
     heads = space.searchable
     if c.select == "knockout":
         everything = dict.fromkeys(heads, 1.0)

@@ -1,9 +1,10 @@
 """What a training run is made of, opened once from its configuration and checked before anything is written:
-the device, the network, the training data and, when a phase asks for it, the validation split."""
+the ranks it runs on, the device, the network and the forward a step calls (compiled, mixed precision), the
+training data and, when a phase asks for it, the validation split."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from ..config import RunConfig, check_frame_size
 from ..data import open_split, require_usable_folder
 from ..data.folder import read_meta
 from ..device import choose_threads, network_size, resolve_device
-from ..errors import DataError
+from ..errors import DataError, NSSError
+from ..model.forward import Forward, parameter_dtype, resolve_precision, training_forward
 from ..runs.trained import trained_architecture
 from ..scale_search.objective import SearchObjective
+from .distributed import SINGLE, World, global_batch_norm
 
 
 @dataclass
@@ -29,10 +32,21 @@ class Session:
     device: torch.device
     network: MostNet
     data: Dataset
+    world: World = SINGLE
+    forward: Forward | None = field(default=None, repr=False)  # what a training step calls (default: the network)
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = self.network
 
     @classmethod
-    def open(cls, config: RunConfig) -> "Session":
-        device = resolve_device(config.device)
+    def open(cls, config: RunConfig, world: World = SINGLE) -> "Session":
+        """`config` resolved and checked on `world`'s ranks (each on its own GPU where the run is on CUDA)."""
+        device = world.device(resolve_device(config.device))
+        precision = resolve_precision(config.precision, device)
+        if config.batch_size % world.size:
+            raise NSSError(f"--batch-size {config.batch_size}: the global batch must split evenly over the "
+                           f"{world.size} ranks")
         size_name = network_size(config.network, device)
         architecture = trained_architecture(config)
         space = architecture.space
@@ -50,19 +64,32 @@ class Session:
         if len(data) < config.batch_size:
             raise DataError(f"{config.data}: {len(data)} training pairs, fewer than the batch size {config.batch_size}")
         threads = choose_threads(config.threads)
-        torch.manual_seed(config.seed)
-        network = build_network(architecture, get_size(size_name)).to(device)
+        torch.manual_seed(config.seed)  # every rank builds the same network
+        network = build_network(architecture, get_size(size_name)).to(device, parameter_dtype(precision))
+        network = global_batch_norm(network, world)
         per_epoch = len(data) // config.batch_size
         lr = config.lr if config.lr is not None else (1e-4 if size_name == "paper" else 1e-3)
-        config = replace(config, network=size_name, device=str(device), lr=lr, threads=threads,
+        config = replace(config, network=size_name, device=str(device), lr=lr, threads=threads, precision=precision,
                          pretrain_steps=_steps(config.pretrain_steps, config.pretrain_epochs, per_epoch),
                          search_steps=_steps(config.search_steps, config.search_epochs, per_epoch),
                          retrain_steps=_steps(config.retrain_steps, config.retrain_epochs, per_epoch))
-        return cls(config, space, device, network, data)
+        world.join(device)
+        return cls(config, space, device, network, data, world,
+                   training_forward(network, precision, device, config.compile))
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.data) // self.config.batch_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' and the batches' dtype: float64 with --precision fp64, else float32 (autocast or not)."""
+        return parameter_dtype(self.config.precision)
+
+    @property
+    def local_batch(self) -> int:
+        """The samples of a step on this rank: its share of the global batch."""
+        return self.config.batch_size // self.world.size
 
     @cached_property
     def validation(self) -> Dataset:
