@@ -85,7 +85,10 @@ class World:
         """Every rank's `.grad` replaced by the mean over the ranks, in one all-reduce of them all flattened."""
         if not self.parallel:
             return
-        grads = [p.grad for p in parameters if p.grad is not None]
+        for p in parameters:  # a parameter this rank's share did not reach: zeros, so every rank's vector lines up
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in parameters]
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
