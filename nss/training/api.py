@@ -18,7 +18,7 @@ from ..errors import NonFiniteLossError, NSSError
 from ..io import refuse_existing
 from ..model.forward import resolve_precision
 from ..runs.folder import ReplicaFolder, RunFolder
-from .distributed import World
+from .distributed import World, require_even_split
 from .phases import Phase, PretrainPhase, RetrainPhase, SearchPhase, SearchResult
 from .session import Session, check_inputs
 from .tensorboard import require_tensorboard
@@ -40,17 +40,22 @@ def default_run_dir(command: str, session: Session, phases: list[Phase]) -> Path
     return Path("runs") / f"{command}-{what}{tags}-seed{c.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def resumed_run(out: str | Path | None) -> RunFolder:
+    """The run folder `--resume` continues."""
+    if out is None:
+        raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
+    return RunFolder(out).require_existing()
+
+
 def open_run(command: str, config: RunConfig | None, out: str | Path | None, force: bool,
              resume: bool) -> tuple[Trainer, list[Phase], dict | None]:
     """Check everything and build the phases, then create (or reopen) the run folder: a bad input never leaves a
     folder behind. On several ranks (torchrun, `--nproc`) each builds its own, and rank 0 alone writes the folder."""
     world = World.from_environment()
     if resume:
-        if out is None:
-            raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
         if config is not None:
             raise NSSError("a resumed run keeps its saved configuration: give only --out with --resume")
-        run = RunFolder(out).require_existing()
+        run = resumed_run(out)
         made_by, config = run.config()
         if made_by != command:
             raise NSSError(f"{run.path}: made by `nss {made_by}`, not `nss {command}`")
@@ -115,9 +120,7 @@ def check_parallel_run(command: str, config: RunConfig | None, nproc: int, out: 
     devices (a GPU per rank; on a CPU, a core per rank), the precision, how the batch splits, the data and the run
     folder. Returns the CPU threads each rank gets."""
     if resume:
-        if out is None:
-            raise NSSError("--resume needs --out RUN_FOLDER, the run to continue")
-        config = RunFolder(out).require_existing().config()[1]
+        config = resumed_run(out).config()[1]
     config = (config or RunConfig()).validate()
     device = resolve_device(config.device)
     available = torch.cuda.device_count() if device.type == "cuda" else (os.cpu_count() or 1)
@@ -126,8 +129,7 @@ def check_parallel_run(command: str, config: RunConfig | None, nproc: int, out: 
         raise NSSError(f"--nproc {nproc}: this machine has {what} for --device {config.device}; start at most "
                        f"{available} processes here (torchrun spreads a run over several machines)")
     resolve_precision(config.precision, device)
-    if config.batch_size % nproc:
-        raise NSSError(f"--batch-size {config.batch_size}: the global batch must split evenly over --nproc {nproc}")
+    require_even_split(config.batch_size, nproc, f"--nproc {nproc}")
     check_inputs(config)
     if not resume and out is not None and Path(out).exists():
         refuse_existing(Path(out), force, "run folder", ", or --resume to continue it")

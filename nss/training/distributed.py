@@ -31,6 +31,12 @@ T = TypeVar("T")
 TIMEOUT_S = float(os.environ.get("NSS_DIST_TIMEOUT", 300))  # a collective waiting longer than this is an error
 
 
+def require_even_split(batch_size: int, ranks: int, named: str) -> None:
+    """The global batch must split evenly over the ranks (`named`, as the error calls them)."""
+    if batch_size % ranks:
+        raise NSSError(f"--batch-size {batch_size}: the global batch must split evenly over {named}")
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0

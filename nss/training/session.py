@@ -18,11 +18,11 @@ from ..config import RunConfig, check_frame_size
 from ..data import open_split, require_usable_folder
 from ..data.folder import read_meta
 from ..device import choose_threads, network_size, resolve_device
-from ..errors import DataError, NSSError
+from ..errors import DataError
 from ..model.forward import Forward, parameter_dtype, resolve_precision, training_forward
 from ..runs.trained import trained_architecture
 from ..scale_search.objective import SearchObjective
-from .distributed import SINGLE, World, global_batch_norm
+from .distributed import SINGLE, World, global_batch_norm, require_even_split
 
 
 @dataclass
@@ -44,9 +44,7 @@ class Session:
         """`config` resolved and checked on `world`'s ranks (each on its own GPU where the run is on CUDA)."""
         device = world.device(resolve_device(config.device))
         precision = resolve_precision(config.precision, device)
-        if config.batch_size % world.size:
-            raise NSSError(f"--batch-size {config.batch_size}: the global batch must split evenly over the "
-                           f"{world.size} ranks")
+        require_even_split(config.batch_size, world.size, f"the {world.size} ranks")
         size_name = network_size(config.network, device)
         architecture = trained_architecture(config)
         space = architecture.space
@@ -85,11 +83,6 @@ class Session:
     def dtype(self) -> torch.dtype:
         """The weights' and the batches' dtype: float64 with --precision fp64, else float32 (autocast or not)."""
         return parameter_dtype(self.config.precision)
-
-    @property
-    def local_batch(self) -> int:
-        """The samples of a step on this rank: its share of the global batch."""
-        return self.config.batch_size // self.world.size
 
     @cached_property
     def validation(self) -> Dataset:
