@@ -5,7 +5,8 @@ A phase's samples/s is the global batch times the slope of metrics.csv's wall_ti
 logged row (start-up excluded). The gates are compared twice: after the timed fp32 runs, where 1 and 2 ranks add
 their gradients in a different order and Adam turns that rounding into noise (its size is shown by the same
 one-process run on 2 threads against 1), and after fp64 runs of the same configuration, where what is left is
-the data-parallel arithmetic itself. Targets: ≥ 1.7× the samples/s; fp64 gates equal within 1e-5.
+the data-parallel arithmetic itself, next to the same one-process fp64 run on 2 threads (fp64's own floor:
+a summation order changed by the thread count alone). Targets: ≥ 1.7× the samples/s; fp64 gates equal within 1e-5.
 
     python benchmarks/ddp_scaling.py [--steps 40] [--exact-steps 10] [--batch-size 4]
 """
@@ -62,6 +63,8 @@ def main() -> None:
         threads = search(out=root / "threads", steps=args.steps, threads=2, **common)
         exact_one = search(out=root / "exact-one", steps=args.exact_steps, precision="fp64", **common)
         exact_two = search(out=root / "exact-two", steps=args.exact_steps, precision="fp64", nproc=2, **common)
+        exact_threads = search(out=root / "exact-threads", steps=args.exact_steps, precision="fp64", threads=2,
+                               **common)
 
     print(f"cpu network, 64x64, global batch {args.batch_size}, {args.steps} steps a phase, data folder, "
           f"{torch.get_num_threads()} cores")
@@ -74,6 +77,8 @@ def main() -> None:
           "(the noise floor of fp32)")
     print(f"final gates, fp64 ({args.exact_steps} steps a phase), 2 ranks vs 1 process: max |Δ| "
           f"{gate_difference(exact_one, exact_two):.2e} (target <= 1e-5)")
+    print(f"final gates, fp64, 1 process 2 threads vs 1 thread: max |Δ| {gate_difference(exact_one, exact_threads):.2e} "
+          "(the noise floor of fp64: Adam turns a changed summation order into this much)")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ class World:
         """Scalars averaged over the ranks (the global batch's, for equal shares), detached."""
         if not self.parallel or not values:
             return {k: v.detach() for k, v in values.items()}
-        stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+        # float64: an fp64 run's logged losses and balancer inputs keep their digits (a few scalars: no cost)
+        stacked = torch.stack([v.detach().double().reshape(()) for v in values.values()])
         dist.all_reduce(stacked)
         return dict(zip(values, (stacked / self.size).unbind()))
 
@@ -162,7 +163,7 @@ class World:
         left lockstep: a run whose ranks disagree would save one rank's gates as the run's."""
         if not self.parallel:
             return
-        mine = {f"{name}.{k}": v.detach().float().cpu() for name, state in states.items() for k, v in state.items()
+        mine = {f"{name}.{k}": v.detach().double().cpu() for name, state in states.items() for k, v in state.items()
                 if torch.is_tensor(v) and v.is_floating_point()}
         reference = self.from_primary(mine)
         worst = {name: (reference[name] - value).abs().max().item() for name, value in mine.items() if value.numel()}
