@@ -77,7 +77,8 @@ def main() -> None:
           "(the noise floor of fp32)")
     print(f"final gates, fp64 ({args.exact_steps} steps a phase), 2 ranks vs 1 process: max |Δ| "
           f"{gate_difference(exact_one, exact_two):.2e} (target <= 1e-5)")
-    print(f"final gates, fp64, 1 process 2 threads vs 1 thread: max |Δ| {gate_difference(exact_one, exact_threads):.2e} "
+    print(f"final gates, fp64, 1 process 2 threads vs 1 thread: max |Δ| "
+          f"{gate_difference(exact_one, exact_threads):.2e} "
           "(the noise floor of fp64: Adam turns a changed summation order into this much)")
 
 
