@@ -111,12 +111,12 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
     chosen = chosen_heads(tuple(network.heads), kinds, heads)
     height, width = size or model.config.frame_height_width
     check_frame_size(space, height, width, "--size")
-    threads = choose_threads(threads, timing=True)
     fps = fps or (video_info(source)["fps"] if is_video(source) else 25.0)
     rows, counts, network_seconds = [], {}, 0.0
     began, load = time.perf_counter(), OtherLoad()
-    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad(), using_threads(threads), \
-            load.measuring():
+    # the output folder first: a refused --out is the one line said, before any note on the timing threads
+    with staged_directory(out, force, "prediction folder") as folder, torch.no_grad(), \
+            using_threads(threads := choose_threads(threads, timing=True)), load.measuring():
         for clip, frames in _clips(source, split):
             writer, cached, count = None, None, 0  # the first frame of a run is its own previous frame
             for name, frame, sample, starts_run in tqdm(frames, desc=clip, unit="frame", disable=not progress):
