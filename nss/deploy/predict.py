@@ -149,8 +149,9 @@ def predict(run: str | Path, source: str | Path, out: str | Path, *, heads: str 
             raise NSSError(f"{source}: no frames to predict")
         report = {"run": str(run), "checkpoint": checkpoint, "input": str(source), "heads": chosen,
                   "size": [height, width], "device": str(model.device), "compile": compile, "clips": counts,
-                  "frames": frames_done, "network_fps": frames_done / network_seconds, "total_fps": frames_done / (time.perf_counter() - began),
-                  "preview_fps": fps, "torch_threads": threads}
+                  "frames": frames_done, "network_fps": frames_done / network_seconds,
+                  "total_fps": frames_done / (time.perf_counter() - began), "preview_fps": fps,
+                  "torch_threads": threads}
         if rows:
             pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
             report["metrics"] = "metrics.csv"

@@ -166,15 +166,20 @@ def _tensorrt_runs(network: MostNet, height: int, width: int, folder: Path):
     return runs[0], runs[1]
 
 
+def check_backend_options(backend: str, device: torch.device, fp16: bool, compile: str) -> None:
+    """What a backend cannot do, refused in one line (before anything is built or timed)."""
+    if backend == "onnxruntime" and (fp16 or device.type != "cpu"):
+        raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
+    if compile != "off" and backend != "torch":
+        raise NSSError(f"--compile {compile}: compiles the torch backend's network; {backend} builds its own graph")
+
+
 def backend_runs(network: MostNet, height: int, width: int, backend: str, device: torch.device, fp16: bool,
                  folder: Path, compile: str = "off") -> tuple[Callable[[], object], Callable[[], object]]:
     """The two-frame forward and the streaming per-frame step of `network` at batch 1 on a backend, as callables
     (ONNX graphs and TensorRT engines are written to `folder`, which must outlive the callables). The torch
     backend replays CUDA graphs on a GPU and compiles with torch.compile's `compile` backend unless "off"."""
-    if backend == "onnxruntime" and (fp16 or device.type != "cpu"):
-        raise NSSError("--backend onnxruntime: profiles fp32 on the CPU; use torch or tensorrt for fp16 or a GPU")
-    if compile != "off" and backend != "torch":
-        raise NSSError(f"--compile {compile}: compiles the torch backend's network; {backend} builds its own graph")
+    check_backend_options(backend, device, fp16, compile)
     if backend == "torch":
         return _torch_runs(network, height, width, device, fp16, compile)
     if backend == "onnxruntime":

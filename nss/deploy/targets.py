@@ -16,7 +16,7 @@ from ..model.costs import reference_network
 from ..runs.folder import RunFolder
 from ..runs.trained import TrainedModel
 from .cost_table import measure_cost_table
-from .profile import profile_network, resolve_backend
+from .profile import check_backend_options, profile_network, resolve_backend
 
 log = logging.getLogger("nss")
 
@@ -38,6 +38,7 @@ def profile_target(target: str | Path, *, backend: str = "auto", fp16: bool = Fa
         raise NSSError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
     if per_head and compile != "off":
         raise NSSError(f"--compile {compile}: times one network; --per-head times dozens, each would compile anew")
+    check_backend_options(backend, torch_device, fp16, compile)
     if RunFolder.is_run(target):  # a run folder: the network it trained
         if network != "auto":
             log.warning("note: --network %s: %s is profiled as the network it trained", network, target)

@@ -43,6 +43,12 @@ class Ranks(Protocol):
     def gather(self, value: Any) -> list[Any]: ...
 
 
+def _accumulate(sums: dict[tuple, list[float]], key: tuple, num: float, den: float) -> None:
+    acc = sums.setdefault(key, [0.0, 0.0])
+    acc[0] += num
+    acc[1] += den
+
+
 class MetricSums:
     """Numerator and denominator per key; IoU adds pixel counts, the others per-sample means (mean over frames)."""
 
@@ -56,9 +62,7 @@ class MetricSums:
         else:  # per-pixel weights exist for masks and flows only, whose metrics take them
             extra = {} if weight is None else {"weight": weight}
             num, den = METRICS[metric](pred, target, **extra).item() * len(pred), len(pred)
-        acc = self.sums.setdefault(key + (metric,), [0.0, 0.0])
-        acc[0] += num
-        acc[1] += den
+        _accumulate(self.sums, key + (metric,), num, den)
 
     def values(self, world: Ranks | None = None) -> dict[tuple, float]:
         """Numerator ÷ denominator per key; with `world`, of the sums added over its ranks."""
@@ -67,9 +71,7 @@ class MetricSums:
             sums = {}
             for part in world.gather(self.sums):
                 for key, (num, den) in part.items():
-                    acc = sums.setdefault(key, [0.0, 0.0])
-                    acc[0] += num
-                    acc[1] += den
+                    _accumulate(sums, key, num, den)
         return {key: (num / den if den else float("nan")) for key, (num, den) in sums.items()}
 
 

@@ -10,7 +10,8 @@ every global batch, with what keeps them computing what one process with the who
 - batch norm over the global batch (`GlobalBatchNorm`): one process normalises its whole batch, so N ranks must too;
 - one architecture sample per step: the global RNG that draws the Gumbel noise is seeded alike on every rank and
   moves alike, and `require_equal` checks the gates at every checkpoint;
-- logged losses, the balancers' inputs and validation metrics are the global batch's (`mean`, `merged`).
+- logged losses, the balancers' inputs and validation metrics are the global batch's (`mean`; the metric sums
+  added over the ranks by nss.evaluation.evaluate.MetricSums).
 
 A process started without torchrun is the world of one, where all of this costs nothing.
 """
@@ -78,8 +79,7 @@ class World:
 
     def share(self, indices: Sequence[int]) -> list[int]:
         """This rank's contiguous share of a global batch's sample indices."""
-        per_rank = len(indices) // self.size
-        return list(indices[self.rank * per_rank:(self.rank + 1) * per_rank])
+        return list(indices[self.rows(len(indices))])
 
     def rows(self, global_batch: int) -> slice:
         """Which rows of the global batch this rank's share is (per-sample randomness is drawn for the whole batch
