@@ -297,6 +297,7 @@ def test_groundtruth_and_rank_of_a_search_in_it(tmp_path, capsys, ray_cluster):
     assert "searched space 'most_net_pp', but the ground truth is of 'most_net_plus'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30 s; resume itself stays in the default run (test_strategies)
 def test_a_groundtruth_killed_with_sigkill_resumes_without_rerunning(tmp_path):
     """Its trials one after another in the driver's process (--inline): the experiment folder is what resumes it."""
     out = tmp_path / "gt"
