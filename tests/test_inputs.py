@@ -70,6 +70,13 @@ def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path, capsys, sy
     one_line_error(["evaluate", str(run)], capsys, "eval.csv")
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One retrained run for the refusals below to point at (none of them writes to it)."""
+    return nss.retrain(tiny_config(retrain_steps=1, val_every=1), out=tmp_path_factory.mktemp("refused") / "RUN",
+                       progress=False)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["export", "RUN", "--out", "m.onnx", "--size", "30x30"], "--size 30x30; with 3 scales both sides must be "
                                                                "multiples of 16"),
@@ -79,9 +86,9 @@ def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path, capsys, sy
     (["search", "--frame-size", "65536x65536"], "--frame-size: sides must be at most 8192"),
     (["data", "synth", "--out", "d", "--size", "30x30"], "--size 30x30; with 3 scales both sides must be multiples"),
 ])
-def test_bad_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+def test_bad_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message, trained_run):
     monkeypatch.chdir(tmp_path)
-    run = nss.retrain(tiny_config(retrain_steps=1, val_every=1), out=tmp_path / "RUN", progress=False)
+    run = trained_run
     one_line_error([str(run) if a == "RUN" else a for a in argv], capsys, message)
     assert not any((tmp_path / name).exists() for name in ("m.onnx", "p", "d", "runs"))
 
