@@ -51,14 +51,13 @@ def test_search_writes_a_complete_run_folder(tmp_path):
     assert (state["phase"], state["step"]) == ("search", 6)
 
 
-# the default run keeps the default relaxation, the hard one (straight-through draws) and bi-level (two batch
-# streams); the other relaxations resume through the same code and run with `-m slow`
+# the default run keeps the default relaxation and bi-level (two batch streams); the other relaxations, the hard
+# one (straight-through draws) among them, resume through the same code and run with `-m slow`
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("variant", [[], pytest.param(["--relaxation", "softmax"], marks=SLOW),
-                                     ["--relaxation", "gdas"], pytest.param(["--relaxation", "concrete"], marks=SLOW),
-                                     pytest.param(["--relaxation", "dirichlet"], marks=SLOW), ["--bilevel"]],
+@pytest.mark.parametrize("variant", [[], *(pytest.param(["--relaxation", r], marks=SLOW)
+                                          for r in ("softmax", "gdas", "concrete", "dirichlet")), ["--bilevel"]],
                          ids=["gumbel", "softmax", "gdas", "concrete", "dirichlet", "bilevel"])
 def test_a_search_killed_with_sigkill_resumes_to_the_same_result(tmp_path, variant):
     options = dict(pretrain_steps=6, search_steps=30, checkpoint_every=3, log_every=3,

@@ -166,6 +166,7 @@ def test_an_existing_sweep_needs_resume_or_force_and_the_api_names_unknown_optio
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow  # ~25 s on Ray; the default run keeps the Ray sweep above and the in-process resumes
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_table(tmp_path, ray_cluster):
     flags = ["--tau", "1,5", "--seed", "0,1", "--search-steps", "24", "--workers", "2"]
     grid = {"tau": [1.0, 5.0], "seed": [0, 1]}
