@@ -165,6 +165,20 @@ def published(path: Path) -> pd.DataFrame:
                          "kendall_tau": table["kendall_tau"], "cost_s": table["search_wall_s"]})
 
 
+def recorded(path: Path, scenario: str, space) -> pd.DataFrame:
+    """The picks an earlier run of this script wrote to its validity.csv (the rows with a seed), to place again in
+    a ground truth that has gained seeds since, without their run folders. Their per-head score τ is not in the
+    file (it needs the runs' scores) and is left empty."""
+    table = pd.read_csv(path, dtype={"heads": str}, keep_default_na=False, na_values={"seed": [""]})
+    table = table[(table["scenario"] == scenario) & table["seed"].notna()]
+    heads = table["heads"].map(lambda hs: [h for h in hs.split(",") if h])
+    return pd.DataFrame({"run": table["strategy"] + " s" + table["seed"].astype(int).astype(str),
+                         "architecture": [with_fixed_heads(space, kept).id for kept in heads],
+                         "heads": table["heads"], "strategy": table["strategy"],
+                         "is_default": table["is_default"].astype(str) == "True",
+                         "seed": table["seed"].astype(int), "cost_s": table["cost_s"].astype(float)})
+
+
 def placed(ranking: pd.DataFrame, picks: pd.DataFrame, scenario: str) -> pd.DataFrame:
     """Each pick's rank, regret (best Δ_MTL − its), tie with the best, standing against the latency front and
     whether it is faster than the full network, read from the ranking."""
@@ -278,6 +292,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=[], help="search run folders, or folders holding them")
     parser.add_argument("--published", action="append", default=[], metavar="SCENARIO=RANK_CSV",
                         help="a rank.csv of searches made before the strategies were options (see `published`)")
+    parser.add_argument("--picks", action="append", default=[], metavar="SCENARIO=VALIDITY_CSV",
+                        help="the picks of an earlier validity.csv, placed again (see `recorded`)")
     parser.add_argument("--replay-min-gain", type=lambda v: [float(x) for x in v.split(",")], default=[],
                         metavar="G[,G…]", help="also the picks knockout and one-shot runs make with these --min-gain "
                                               "values, from their recorded scores")
@@ -289,11 +305,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = search_runs(args.runs)
     args.published = dict(spec.split("=", 1) for spec in args.published)
+    args.picks = dict(spec.split("=", 1) for spec in args.picks)
     long, sections, figures = [], [], []
     for spec in args.groundtruth:
         scenario, groundtruth = spec.split("=", 1)
         mine = scenario_runs(runs, scenario)
-        if not mine and scenario not in args.published:
+        if not mine and scenario not in args.published and scenario not in args.picks:
             print(f"{scenario}: no search runs")
             continue
         ranking, space, _ = load_ranking(groundtruth)
@@ -301,6 +318,8 @@ def main() -> None:
                  replayed(Path(groundtruth), mine, args.replay_min_gain, args.replay_contiguous)] if mine else []
         if scenario in args.published:
             found.append(published(Path(args.published[scenario])))
+        if scenario in args.picks:
+            found.append(recorded(Path(args.picks[scenario]), scenario, space))
         picks = placed(ranking, pd.concat(found, ignore_index=True), scenario)
         unplaced = picks[picks["rank"].isna()]
         if len(unplaced):

@@ -171,6 +171,57 @@ def test_one_process_is_the_world_of_one():
     assert World(1, 2).share(range(8)) == [4, 5, 6, 7] and World(1, 2).rows(8) == slice(4, 8)
 
 
+def _global_batch_norm_rank(rank: int, rendezvous: str, results: str) -> None:
+    """One of 2 ranks: its half of a batch through GlobalBatchNorm, forward and backward, saved for the test."""
+    import torch.distributed as dist
+    from nss.training.distributed import GlobalBatchNorm
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    x, dy, weight, bias = torch.load(Path(results) / "inputs.pt", weights_only=True)
+    norm = nn_batch_norm(weight, bias)
+    norm.__class__ = GlobalBatchNorm
+    share = x[2 * rank:2 * rank + 2].clone().requires_grad_()
+    out = norm(share)
+    (out * dy[2 * rank:2 * rank + 2]).sum().backward()
+    torch.save({"out": out.detach(), "dx": share.grad, "dweight": norm.weight.grad, "dbias": norm.bias.grad,
+                "running": (norm.running_mean, norm.running_var)}, Path(results) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def nn_batch_norm(weight: torch.Tensor, bias: torch.Tensor) -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(weight.numel(), dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    return norm
+
+
+def test_global_batch_norm_over_two_ranks_is_batch_norm_over_the_whole_batch(tmp_path):
+    """Output, input gradients, γ/β gradients (summed over the ranks) and running statistics of 2 gloo ranks
+    with 2 samples each against torch's BatchNorm2d on the 4 together; the channels have offsets far from 0,
+    where E[x²] − E[x]² would lose digits."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64) * 2 + torch.tensor([1e3, -5.0, 0.0])[:, None, None]
+    dy = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    weight = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    bias = torch.randn(3, generator=g, dtype=torch.float64)
+    torch.save((x, dy, weight, bias), tmp_path / "inputs.pt")
+    torch.multiprocessing.spawn(_global_batch_norm_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)),
+                                nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    reference = nn_batch_norm(weight, bias)
+    whole = x.clone().requires_grad_()
+    out = reference(whole)
+    (out * dy).sum().backward()
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(torch.cat([r["dx"] for r in ranks]), whole.grad, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(ranks[0]["dweight"] + ranks[1]["dweight"], reference.weight.grad)
+    torch.testing.assert_close(ranks[0]["dbias"] + ranks[1]["dbias"], reference.bias.grad)
+    for r in ranks:
+        torch.testing.assert_close(r["running"][0], reference.running_mean)
+        torch.testing.assert_close(r["running"][1], reference.running_var)
+
+
 # -- GPU ---------------------------------------------------------------------------------------------------------
 
 @needs_gpu

@@ -183,43 +183,63 @@ class World:
 SINGLE = World()
 
 
-class _SumOverRanks(torch.autograd.Function):
-    """Σ over the ranks, differentiable: the gradient of every rank's input is the Σ of the ranks' output gradients
-    (each rank's loss reaches every rank's statistics)."""
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    """Batch norm's training forward and backward over the global batch, in one collective each way (a layer
+    makes two per step, where differentiating through summed statistics would make four).
+
+    Forward: every rank's per-channel (mean, M2 about its own mean) gathered and combined by Chan et al.'s
+    formula, M2 = Σ M2_r + n Σ (mean_r − mean)² for equal shares of n values: as stable as a two-pass variance
+    (E[x²] − E[x]² would lose digits to cancellation). Backward: with x̂ = (x − mean)/σ and dy this rank's output
+    gradient, dx = γ/σ (dy − Σdy/N − x̂ Σ(dy·x̂)/N), the two sums over all N values of the global batch in one
+    all-reduce; γ's and β's gradients are this rank's own sums (averaged with the other parameters' after)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        total = x.clone()
-        dist.all_reduce(total)
-        return total
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        ranks = dist.get_world_size()
+        n = x.numel() // x.shape[1]  # values per channel in this rank's share, alike on every rank
+        mean_r = x.mean((0, 2, 3))
+        deviation = x - mean_r[None, :, None, None]
+        local = torch.stack([mean_r, (deviation * deviation).sum((0, 2, 3))])  # (2, C)
+        gathered = [torch.empty_like(local) for _ in range(ranks)]
+        dist.all_gather(gathered, local)
+        means, m2s = torch.stack(gathered).unbind(1)  # each (ranks, C)
+        mean = means.mean(0)
+        var = (m2s.sum(0) + n * ((means - mean) ** 2).sum(0)) / (n * ranks)  # biased, as normalisation uses
+        invstd = torch.rsqrt(var + eps)
+        ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.count = n * ranks
+        ctx.mark_non_differentiable(mean, var)
+        out = (x - mean[None, :, None, None]) * (invstd * weight)[None, :, None, None] + bias[None, :, None, None]
+        return out, mean, var
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
+    def backward(ctx, grad: torch.Tensor, _mean: torch.Tensor, _var: torch.Tensor):
+        x, mean, invstd, weight = ctx.saved_tensors
+        normalised = (x - mean[None, :, None, None]) * invstd[None, :, None, None]
+        local = torch.stack([grad.sum((0, 2, 3)), (grad * normalised).sum((0, 2, 3))])  # (2, C): dβ, dγ here
+        total = local.clone()
         dist.all_reduce(total)
-        return total
+        total /= ctx.count
+        dx = (weight * invstd)[None, :, None, None] * (
+            grad - total[0][None, :, None, None] - normalised * total[1][None, :, None, None])
+        return dx, local[1], local[0], None
 
 
 class GlobalBatchNorm(nn.BatchNorm2d):
-    """Batch norm whose training statistics are the global batch's: the per-channel mean, then the variance about
-    it, each summed over the ranks by a differentiable all-reduce (two passes, as a single process's batch norm
-    computes them: E[x²] − E[x]² would lose digits to cancellation), so N ranks normalise as one process with the
+    """Batch norm whose training statistics are the global batch's, so N ranks normalise as one process with the
     whole batch does (torch's SyncBatchNorm does this on GPUs only). Evaluation uses the running statistics."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        c = x.shape[1]
-        count = x.numel() / c * dist.get_world_size()
-        mean = _SumOverRanks.apply(x.sum((0, 2, 3))) / count
-        centred = x - mean[None, :, None, None]
-        var = _SumOverRanks.apply((centred * centred).sum((0, 2, 3))) / count
+        # statistics in the parameters' precision (an autocast bf16 activation is widened, as batch norm does)
+        out, mean, var = _GlobalBatchNormFunction.apply(x.to(self.weight.dtype), self.weight, self.bias, self.eps)
+        count = x.numel() / x.shape[1] * dist.get_world_size()
         with torch.no_grad():
             self.num_batches_tracked += 1
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        return centred * scale[None, :, None, None] + self.bias[None, :, None, None]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / (count - 1), self.momentum)
+        return out
 
 
 def global_batch_norm(network: nn.Module, world: World) -> nn.Module:
