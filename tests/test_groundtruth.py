@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection
 from scipy import stats
 
 import nss
@@ -243,6 +244,16 @@ def test_rank_of_search_runs_in_a_hand_made_ground_truth(tmp_path):
     ranking.to_csv(experiment.path / "ranking.csv", index=False)
     picks = pd.DataFrame({"architecture": [arch.id], "label": ["tau5"], "tau": [5.0], "seed": [0]})
     assert [t.get_text() for t in plot_groundtruth(experiment.path, picks).axes[0].texts] == ["tau5: rank 1/8"]
+    # rows retrained with two seeds show their mean ± the seeds' spread; one-seed rows no bar
+    two = ranking.index[ranking["status"] == "done"][:2]
+    ranking["delta_mtl_std"] = np.nan
+    ranking.loc[two, ["seeds_done", "delta_mtl_std"]] = [2, 1.5]
+    ranking.to_csv(experiment.path / "ranking.csv", index=False)
+    [bars] = [c.get_segments() for c in plot_groundtruth(experiment.path, picks).axes[0].collections
+              if isinstance(c, LineCollection)]
+    expected = [[[ranking.at[i, "latency_ms"], ranking.at[i, "delta_mtl"] + d] for d in (-1.5, 1.5)] for i in two]
+    np.testing.assert_allclose(np.array(bars), np.array(expected))
+    ranking.loc[two, "seeds_done"] = 1
     # a ground truth still running: the search's pick not retrained yet is named so, not ranked
     ranking.loc[ranking["architecture"] == arch.id, "status"] = "not run"
     ranking.to_csv(experiment.path / "ranking.csv", index=False)
