@@ -218,10 +218,11 @@ def plot_delta_distribution(groundtruth: str | Path, picks: pd.DataFrame) -> Fig
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     ax.hist(done["delta_mtl"], bins=min(30, max(5, len(done) // 2)), color="lightgrey", edgecolor="grey")
-    for pick in picks.dropna(subset=["delta_mtl"]).itertuples():
+    placed = picks.dropna(subset=["delta_mtl"])
+    for pick in placed.itertuples():
         ax.axvline(pick.delta_mtl, color="tab:orange")
         ax.annotate(f"{pick.label}\n{pick.percentile:.0f}th percentile", (pick.delta_mtl, ax.get_ylim()[1] * 0.9),
                     fontsize=8, rotation=90, va="top", ha="right")
-    ax.set(xlabel="test Δ_MTL vs trivial predictor (%)", ylabel="architectures",
-           title="Δ_MTL over the space, and where the searches' architectures fall")
+    title = "Δ_MTL over the space" + (", and where the searches' architectures fall" if len(placed) else "")
+    ax.set(xlabel="test Δ_MTL vs trivial predictor (%)", ylabel="architectures", title=title)
     return fig
