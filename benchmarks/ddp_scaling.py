@@ -8,6 +8,10 @@ one-process run on 2 threads against 1), and after fp64 runs of the same configu
 the data-parallel arithmetic itself, next to the same one-process fp64 run on 2 threads (fp64's own floor:
 a summation order changed by the thread count alone). Targets: ≥ 1.7× the samples/s; fp64 gates equal within 1e-5.
 
+Beside the speed-up, its bound without any communication: one process on one rank's share of the batch, twice
+(each rank computes that much): where the step is bound by per-operation overhead rather than arithmetic, halving
+the batch hardly shortens it, and no data parallelism over the batch can then scale.
+
     python benchmarks/ddp_scaling.py [--steps 40] [--exact-steps 10] [--batch-size 4]
 """
 from __future__ import annotations
@@ -60,6 +64,7 @@ def main() -> None:
         common = dict(data=data, batch=args.batch_size)
         one = search(out=root / "one", steps=args.steps, **common)
         two = search(out=root / "two", steps=args.steps, nproc=2, **common)
+        share = search(out=root / "share", steps=args.steps, data=data, batch=args.batch_size // 2)
         threads = search(out=root / "threads", steps=args.steps, threads=2, **common)
         exact_one = search(out=root / "exact-one", steps=args.exact_steps, precision="fp64", **common)
         exact_two = search(out=root / "exact-two", steps=args.exact_steps, precision="fp64", nproc=2, **common)
@@ -68,10 +73,11 @@ def main() -> None:
 
     print(f"cpu network, 64x64, global batch {args.batch_size}, {args.steps} steps a phase, data folder, "
           f"{torch.get_num_threads()} cores")
-    print(f"{'phase':9} {'1 × 1 thread':>13} {'2 ranks × 1':>12} {'speed-up':>9}")
+    print(f"{'phase':9} {'1 × 1 thread':>13} {'2 ranks × 1':>12} {'speed-up':>9} {'bound':>7}")
     for phase in PHASES:
-        a, b = one["rates"][phase], two["rates"][phase]
-        print(f"{phase:9} {a:>7.2f} smp/s {b:>6.2f} smp/s {b / a:>8.2f}×   (target >= 1.7×)")
+        a, b, bound = one["rates"][phase], two["rates"][phase], 2 * share["rates"][phase]
+        print(f"{phase:9} {a:>7.2f} smp/s {b:>6.2f} smp/s {b / a:>8.2f}× {bound / a:>6.2f}×   (target >= 1.7×; "
+              f"bound: 2 × one process on batch {args.batch_size // 2})")
     print(f"final gates, fp32, 2 ranks vs 1 process:           max |Δ| {gate_difference(one, two):.2e}")
     print(f"final gates, fp32, 1 process 2 threads vs 1 thread: max |Δ| {gate_difference(one, threads):.2e} "
           "(the noise floor of fp32)")

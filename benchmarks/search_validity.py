@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import comb
 
-from nss.config import RunConfig
+from nss.config import PREDATES, RunConfig
 from nss.experiments.groundtruth import marginal_values, noise_floor, tie_margin
 from nss.experiments.rank import front_at, load_ranking, rank
 from nss.runs.folder import RunFolder
@@ -47,15 +47,14 @@ from search_spaces import read_json
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "min_gain", "contiguous", "tau",
-                    "relaxation")
+STRATEGY_OPTIONS = ("select", "sparsity_kind", "sparsity", "gate_warmup", "min_gain", "contiguous",
+                    "contiguous_selection", "tau", "relaxation")
 DEFAULTS = {name: getattr(RunConfig(), name) for name in STRATEGY_OPTIONS}
-EARLIER = {"min_gain": 0.0}  # what runs made before an option existed did
 
 
 def settings(config: dict) -> dict:
     """A run's strategy options, with the value of those it predates."""
-    return {name: config.get(name, EARLIER.get(name)) for name in STRATEGY_OPTIONS}
+    return {name: config.get(name, PREDATES.get(name)) for name in STRATEGY_OPTIONS}
 
 
 def strategy_of(config: dict) -> str:
@@ -71,6 +70,8 @@ def strategy_of(config: dict) -> str:
         parts.append(f"min gain {config['min_gain']:g}")
     if config["contiguous"]:
         parts.append("contiguous")
+    elif config["contiguous_selection"]:
+        parts.append("contiguous selection")
     for name in ("tau", "relaxation"):
         if config[name] != DEFAULTS[name]:
             parts.append(f"{name} {config[name]}")
@@ -134,8 +135,9 @@ def replayed(groundtruth: Path, runs: list[Path], gains: list[float], contiguous
         scores = read_json(run / RunFolder.ARCHITECTURE)["scores"]
         measured = pd.read_csv(run / RunFolder.SUBNETWORKS, dtype={"heads": str}, keep_default_na=False) \
             if config["select"] == "oneshot" else None
-        for gain, chained in product(gains, {config["contiguous"], config["contiguous"] or contiguous}):
-            if (gain, chained) == (config["min_gain"], config["contiguous"]):
+        own = config["contiguous"] or config["contiguous_selection"]
+        for gain, chained in product(gains, {own, own or contiguous}):
+            if (gain, chained) == (config["min_gain"], own):
                 continue  # the run's own
             if measured is None:
                 kept = [h for h in space.searchable if scores[h] > gain]
@@ -145,8 +147,7 @@ def replayed(groundtruth: Path, runs: list[Path], gains: list[float], contiguous
                 choice = usable["heads"].iloc[fewest_heads_within(usable["delta_mtl_val"], usable["kept"], gain)]
                 kept = [h for h in choice.split(",") if h]
             architecture = with_fixed_heads(space, contiguous_heads(space, kept) if chained else kept)
-            label = strategy_of(dict(config, min_gain=gain)) + \
-                (" + contiguous selection" if chained and not config["contiguous"] else "")
+            label = strategy_of(dict(config, min_gain=gain, contiguous_selection=chained))
             rows.append(dict(row, run=f"{row['run']} (replayed: {label})", architecture=architecture.id,
                              heads=",".join(architecture.searchable_kept), strategy=label,
                              is_default=label == strategy_of(DEFAULTS)))
@@ -175,7 +176,7 @@ def recorded(path: Path, scenario: str, space) -> pd.DataFrame:
     return pd.DataFrame({"run": table["strategy"] + " s" + table["seed"].astype(int).astype(str),
                          "architecture": [with_fixed_heads(space, kept).id for kept in heads],
                          "heads": table["heads"], "strategy": table["strategy"],
-                         "is_default": table["is_default"].astype(str) == "True",
+                         "is_default": table["strategy"] == strategy_of(DEFAULTS),
                          "seed": table["seed"].astype(int), "cost_s": table["cost_s"].astype(float)})
 
 

@@ -93,17 +93,22 @@ class RunConfig:
                                 choices=("log", "l1", "skip-ce"))
     gate_warmup: int = option(0, "first search steps in which the weights learn the gated composite while the gate "
                               "logits stay put", SEARCH, short="warmup", check=at_least(0))
-    select: str = option("knockout", "how the search picks its heads: gates (on-probability ≥ --threshold), knockout "
-                         "(keep a head whose refinement, taken out of the supernet's composite, costs validation "
-                         "Δ_MTL) or oneshot (heads dropped at random while the supernet trains, then every "
-                         "sub-network's composite measured on validation, the best kept)", SEARCH,
+    select: str = option("oneshot", "how the search picks its heads: oneshot (heads dropped at random while the "
+                         "supernet trains, then every sub-network's composite measured on validation, the one of "
+                         "fewest heads within --min-gain of the best kept), knockout (keep a head whose refinement, "
+                         "taken out of the supernet's composite, costs more than --min-gain validation Δ_MTL points) "
+                         "or gates (on-probability ≥ --threshold, the dissertation's)", SEARCH,
                          choices=("gates", "knockout", "oneshot"))
-    min_gain: float = option(2.0, "knockout: keep a head whose score (validation Δ_MTL points) is above this; "
+    min_gain: float = option(1.0, "knockout: keep a head whose score (validation Δ_MTL points) is above this; "
                              "oneshot: keep the sub-network of fewest heads (lowest predicted latency, with a cost "
                              "table) within this many points of the best", SEARCH, short="gain",
                              check=finite(at_least=0))
     contiguous: bool = option(False, "a finer head only with the next coarser one of its task, in the composite "
                               "(its gate times the coarser one's) and in what is kept", SEARCH)
+    contiguous_selection: bool = option(True, "keep a finer head only with the next coarser one of its task (what "
+                                        "is kept, and the sub-networks oneshot measures; the composite stays "
+                                        "per head unless --contiguous)", SEARCH,
+                                        flags=("--no-contiguous-selection",))
     threshold: float = option(0.5, "keep a head when its gate's on-probability is at least this", SEARCH,
                               short="thr", check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
     margin: float = option(0.15, "report a gate ending within this of the threshold as undecided", SEARCH,
@@ -201,6 +206,11 @@ class RunConfig:
                            f"{len(space.searchable)} searchable heads (2^{len(space.searchable)} sub-networks); it "
                            f"enumerates at most {MAX_ENUMERATED_HEADS} heads")
         return self
+
+    @property
+    def keeps_contiguous(self) -> bool:
+        """Whether the search keeps a finer head only with its coarser one (--contiguous implies it)."""
+        return self.contiguous or self.contiguous_selection
 
     @property
     def frame_height_width(self) -> tuple[int, int]:
@@ -385,5 +395,12 @@ def resolve_config(file: str | Path | None = None, taken: tuple[str, ...] | None
     return replace(RunConfig(), **values).validate()
 
 
+# What a run recorded before an option existed did: a run's config.yaml holds every option of its day, so one it
+# lacks is one it predates, and the default of today would not be what it ran with.
+PREDATES = {"min_gain": 0.0, "contiguous_selection": False}
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    return replace(RunConfig(), **{k: OPTIONS[k].coerce(v) for k, v in data.items() if k in OPTIONS})
+    """A run's recorded configuration (config.yaml's mapping)."""
+    values = {k: OPTIONS[k].coerce(v) for k, v in data.items() if k in OPTIONS}
+    return replace(RunConfig(), **{**{k: v for k, v in PREDATES.items() if k not in data}, **values})

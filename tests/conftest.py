@@ -20,9 +20,11 @@ TINY_SPEC = SyntheticSpec(clips=2, frames=3, height=32, width=32, seed=0)
 
 
 def tiny_config(**overrides) -> RunConfig:
-    # select="gates": most tests look at the gates' own derivation; knockout and oneshot have theirs
+    # select="gates" with the threshold alone: most tests look at the gates' own derivation; knockout, oneshot and
+    # contiguity have theirs
     values = dict(network="tiny", frame_size="32x32", clips=2, frames=3, batch_size=2, pretrain_steps=4,
-                  search_steps=6, log_every=2, checkpoint_every=2, device="cpu", select="gates")
+                  search_steps=6, log_every=2, checkpoint_every=2, device="cpu", select="gates",
+                  contiguous_selection=False)
     values.update(overrides)
     return resolve_config(**values)
 

@@ -49,8 +49,11 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
             **{f"gates.{k}": v for k, v in state["gates"].items()}}
 
 
-def test_two_ranks_compute_what_one_process_with_the_whole_batch_computes(tmp_path, synthetic_folder):
-    flags = ["search", *PARALLEL_FLAGS, "--data", str(synthetic_folder)]
+@pytest.mark.parametrize("select", ["knockout", "oneshot"])
+def test_two_ranks_compute_what_one_process_with_the_whole_batch_computes(tmp_path, synthetic_folder, select):
+    """Knockout: the Gumbel gates stepped; oneshot: heads drawn on or off alike on every rank, every sub-network
+    measured on validation over the ranks."""
+    flags = ["search", *PARALLEL_FLAGS, "--data", str(synthetic_folder), "--select", select]
     parallel = nss_command([*flags, "--nproc", "2", "--out", str(tmp_path / "two")])
     assert parallel.returncode == 0, parallel.stderr
     single = nss_command([*flags, "--out", str(tmp_path / "one")])
@@ -68,6 +71,11 @@ def test_two_ranks_compute_what_one_process_with_the_whole_batch_computes(tmp_pa
             assert saved2[field][head] == pytest.approx(value, abs=1e-5), (field, head)
     gates2, gates1 = pd.read_csv(tmp_path / "two" / "gates.csv"), pd.read_csv(tmp_path / "one" / "gates.csv")
     np.testing.assert_allclose(gates2["prob"], gates1["prob"], atol=1e-5)
+    np.testing.assert_allclose(gates2["alpha"], gates1["alpha"], atol=1e-5)  # one architecture sample per step
+    if select == "oneshot":
+        sub2, sub1 = (pd.read_csv(tmp_path / run / "subnetworks.csv", keep_default_na=False) for run in ("two", "one"))
+        assert list(sub2["heads"]) == list(sub1["heads"])
+        np.testing.assert_allclose(sub2["delta_mtl_val"], sub1["delta_mtl_val"], atol=1e-5)
     # the global batch's losses are logged, not rank 0's share of it
     m2, m1 = pd.read_csv(tmp_path / "two" / "metrics.csv"), pd.read_csv(tmp_path / "one" / "metrics.csv")
     np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-6)

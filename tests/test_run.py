@@ -99,6 +99,10 @@ def test_flags_override_the_config_file_which_overrides_defaults(tmp_path, capsy
                                                                  ("search", 2)]
     out = capsys.readouterr().out
     assert f"run folder: {tmp_path / 'run'}" in out and "scale 1" in out and "kept (fixed)" in out
+    # the default selection (oneshot, contiguous): how many sub-networks it measured, the best and the one kept
+    measured = pd.read_csv(tmp_path / "run" / "subnetworks.csv", dtype={"heads": str}, keep_default_na=False)
+    best = measured.loc[measured["delta_mtl_val"].idxmax(), "heads"] or "no searchable head"
+    assert len(measured) == 27 and f"27 sub-networks measured on validation; best {best} (Δ_MTL" in out
 
 
 def _fails_with_one_line(argv, capsys, message, code=1):

@@ -9,12 +9,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 import nss
 from nss.cli import main
+from nss.config import RunConfig
 from nss.evaluation.metrics import delta_mtl, epe, iou, psnr, ssim
 from nss.data import SyntheticDataset
 from nss.experiments.runner import Resources
+from nss.runs.folder import RunFolder
 from nss.scale_search.derive import contiguous_heads, derive_architecture
 from nss.scale_search.gates import Gates, sparsity_penalty
 from nss.scale_search.objective import composites
@@ -130,6 +133,20 @@ def test_knockout_scores_each_head_by_what_the_composite_loses_without_it():
         oneshot = select_heads(replace(session, config=config), network, Gates(SPACE.searchable))
         assert oneshot.architecture.searchable_kept == kept
         assert len(oneshot.subnetworks) == 64
+    # contiguous selection (the default): restoration@1 is not kept without restoration@2, and oneshot measures the
+    # 27 contiguous sub-networks only, with the same values as the per-head composite gives them (what a replay of
+    # a recorded subnetworks.csv assumes), keeping the same pick as the 64 restricted to those 27
+    chained = replace(strict, config=replace(strict.config, contiguous_selection=True))
+    assert select_heads(chained, network, Gates(SPACE.searchable)).architecture.searchable_kept == ()
+    every = oneshot.subnetworks.assign(heads=oneshot.subnetworks["heads"].str.split(","))
+    every = every[[contiguous_heads(SPACE, [h for h in hs if h]) == tuple(h for h in hs if h) for hs in every["heads"]]]
+    for min_gain in (0.0, 0.5, 2.0, 10.0, 1000.0):
+        config = replace(session.config, select="oneshot", min_gain=min_gain, contiguous_selection=True)
+        oneshot = select_heads(replace(session, config=config), network, Gates(SPACE.searchable))
+        assert len(oneshot.subnetworks) == 27
+        np.testing.assert_allclose(oneshot.subnetworks["delta_mtl_val"], every["delta_mtl_val"], atol=1e-9)
+        expected = every["heads"].iloc[fewest_heads_within(every["delta_mtl_val"], every["kept"], min_gain)]
+        assert oneshot.architecture.searchable_kept == tuple(h for h in expected if h)
 
 
 def test_oneshot_enumerates_every_subnetwork_once():
@@ -184,6 +201,21 @@ def test_contiguity_never_derives_a_finer_head_without_its_coarser_one():
         loose = derive_architecture(SPACE, probabilities, 0.5).heads
         assert set(kept) <= set(loose)
         assert {h for h in loose if h.endswith("@2")} <= set(kept)  # only a finer head is ever dropped
+
+
+def test_a_run_made_before_an_option_existed_keeps_what_it_did(tmp_path):
+    """A run's config.yaml holds every option of its day: one it lacks takes the value it ran with, not today's
+    default (before --min-gain a head was kept on any gain; before --contiguous-selection, heads were kept alone)."""
+    today = RunFolder(tmp_path / "today")
+    today.path.mkdir()
+    (today.path / RunFolder.CONFIG).write_text(yaml.safe_dump({"command": "search", **RunConfig().to_dict()}))
+    assert today.config()[1] == RunConfig()
+    older = RunFolder(tmp_path / "older")
+    older.path.mkdir()
+    (older.path / RunFolder.CONFIG).write_text("command: search\nselect: knockout\ntau: 2.0\n")
+    config = older.config()[1]
+    assert (config.min_gain, config.contiguous_selection, config.keeps_contiguous, config.tau) == (0.0, False, False,
+                                                                                                    2.0)
 
 
 def test_a_contiguous_search_derives_contiguously_again(tmp_path):

@@ -23,7 +23,7 @@ def _add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option:
         return
     if option.kind is bool:
         parser.add_argument(*option.flags, dest=option.name, action="store_const", const=not option.default,
-                            help=option.help)
+                            help=option.help + (" (on unless this flag is given)" if option.default else ""))
         return
     shown = "" if option.default is None else f" (default: {option.default})"
     metavar = option.metavar or option.flag.lstrip("-").split("-")[-1].upper()

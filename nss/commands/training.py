@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from search_spaces import is_architecture_file
 
@@ -36,6 +37,18 @@ def without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def oneshot_choice(measured: Path, kept: tuple[str, ...], min_gain: float) -> str:
+    """One line: how many sub-networks a one-shot search measured, the best, and the one it kept."""
+    import pandas as pd
+    frame = pd.read_csv(measured, dtype={"heads": str}, keep_default_na=False).set_index("heads")
+    values, chosen = frame["delta_mtl_val"], ",".join(kept)
+    best = values.idxmax()
+    named = lambda heads: heads or "no searchable head"  # noqa: E731
+    least = "lowest predicted latency" if "predicted_latency_ms" in frame else "fewest heads"
+    return (f"{len(values)} sub-networks measured on validation; best {named(best)} (Δ_MTL {values[best]:+.2f}); "
+            f"kept the {least} within {min_gain:g} points of it: {named(chosen)} (Δ_MTL {values[chosen]:+.2f})")
+
+
 def run_search(args: argparse.Namespace) -> None:
     from ..runs.folder import RunFolder
     from ..training.api import search
@@ -53,6 +66,8 @@ def run_search(args: argparse.Namespace) -> None:
     if result.select != "gates":
         print(f"selected by {result.select}; score per head ({SCORE_MEANING[result.select]}): "
               + ", ".join(f"{head} {score:+.2f}" for head, score in result.scores.items()))
+    if result.select == "oneshot":
+        print(oneshot_choice(result.run_dir / RunFolder.SUBNETWORKS, arch.searchable_kept, config.min_gain))
     if result.predicted_latency_ms is not None:
         measured = f", measured {result.measured_latency_ms:.2f} ms" if result.measured_latency_ms is not None \
             else f" ({result.latency_note})"

@@ -114,9 +114,9 @@ def derive(out: str | Path, *, run: str | Path | None = None, threshold: float =
             raise NSSError(f"{folder.path}: picked its heads by {config.select} (--select), not by a threshold on its "
                            f"gates: its architecture.json is its pick")
         probabilities = gates.probabilities()
-        architecture = derive_architecture(get_space(config.space), probabilities, threshold, config.contiguous)
+        architecture = derive_architecture(get_space(config.space), probabilities, threshold, config.keeps_contiguous)
         save_architecture(out, architecture, gates=probabilities, threshold=threshold, contiguous=config.contiguous,
-                          source=str(run))
+                          contiguous_selection=config.keeps_contiguous, source=str(run))
     else:
         architecture = with_fixed_heads(space, heads or ())
         save_architecture(out, architecture, source="hand-made")

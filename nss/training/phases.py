@@ -258,7 +258,8 @@ class SearchPhase(Phase):
             trainer.run.write_csv(RunFolder.SUBNETWORKS, selection.subnetworks)
         provenance = dict(gates=probabilities, threshold=c.threshold, tau=c.tau, margin=c.margin,
                           undecided=list(undecided), relaxation=c.relaxation, select=c.select,
-                          contiguous=c.contiguous, scores=selection.scores)
+                          contiguous=c.contiguous,
+                          contiguous_selection=c.keeps_contiguous, scores=selection.scores)
         trainer.run.save_architecture(architecture, **provenance)
         self.result = SearchResult(trainer.run.path, architecture, probabilities, c.threshold, c.margin, undecided,
                                    select=c.select, scores=selection.scores)

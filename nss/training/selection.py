@@ -11,8 +11,8 @@ recorded beside the gates (architecture.json `scores`; `nss rank` correlates the
   heads (of lowest predicted latency, with a cost table); score: a head's marginal value over the sub-networks
   (mean Δ_MTL of those with it minus those without), as a ground truth's.
 
-With `--contiguous` a finer head is kept only with the next coarser one of its task, and `oneshot` measures only
-the sub-networks that are so.
+With `--contiguous-selection` (the default; implied by `--contiguous`) a finer head is kept only with the next
+coarser one of its task, and `oneshot` measures only the sub-networks that are so.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
     c, space = session.config, session.space
     if c.select == "gates":
         probabilities = gates.probabilities()
-        return Selection(derive_architecture(space, probabilities, c.threshold, c.contiguous), probabilities)
+        return Selection(derive_architecture(space, probabilities, c.threshold, c.keeps_contiguous), probabilities)
     measure = lambda choices: composite_scores(network, space, session.validation, session.device,  # noqa: E731
                                                choices, contiguous=c.contiguous, batch_size=c.batch_size,
                                                world=session.world)
@@ -71,8 +71,8 @@ def select_heads(session: Session, network: MostNet, gates: Gates, table: CostTa
         whole, *without = measure([everything] + [dict(everything, **{h: 0.0}) for h in heads])
         scores = {h: whole - value for h, value in zip(heads, without)}
         kept = [h for h in heads if scores[h] > c.min_gain]
-        return Selection(with_fixed_heads(space, contiguous_heads(space, kept) if c.contiguous else kept), scores)
-    chosen = subnetworks(space, c.contiguous)
+        return Selection(with_fixed_heads(space, contiguous_heads(space, kept) if c.keeps_contiguous else kept), scores)
+    chosen = subnetworks(space, c.keeps_contiguous)
     values = measure([{h: float(h in heads_of) for h in heads} for heads_of in chosen])
     frame = pd.DataFrame({"heads": [",".join(s) for s in chosen], "kept": [len(s) for s in chosen],
                           "delta_mtl_val": values})
