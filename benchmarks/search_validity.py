@@ -353,7 +353,7 @@ def main() -> None:
 
 
 def plot(figures: list, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(figures), figsize=(6.5 * len(figures), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(figures), figsize=(6.5 * len(figures), 5.2), squeeze=False)
     for ax, (scenario, picks, base) in zip(axes[0], figures):
         order = picks.groupby("strategy", sort=False)["regret"].mean().sort_values().index
         for y, strategy in enumerate(order):
@@ -364,7 +364,7 @@ def plot(figures: list, path: Path) -> None:
             ax.axvline(float(base.loc[base["strategy"] == name, "regret"].iloc[0]), color="grey", ls=style, label=name)
         ax.set_yticks(range(len(order)), order)
         ax.set(xlabel="regret (best Δ_MTL − the pick's, points)", title=scenario)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, fontsize=8)  # below: dots use every corner
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
