@@ -5,6 +5,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from nss.evaluation.metrics import delta_mtl, epe, iou, mace, psnr, ssim
+from nss.model.losses import euclidean
 from search_spaces import TASKS
 
 
@@ -55,6 +56,19 @@ def test_epe_and_mace_by_hand():
     offsets = torch.zeros(2, 4, 2)
     offsets[1, :, 0] = 2.0
     assert mace(offsets, torch.zeros_like(offsets)).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_flow_norm_is_vector_norms_with_its_gradient_at_zero(dtype):
+    v = torch.randn(3, 2, 8, 8, dtype=dtype)
+    v[0, :, 0, 0] = 0  # a pixel where prediction and label agree: vector_norm's gradient there is 0, not NaN
+    ours, theirs = v.clone().requires_grad_(), v.clone().requires_grad_()
+    torch.testing.assert_close(euclidean(v, 1), torch.linalg.vector_norm(v, dim=1, keepdim=True))
+    weights = torch.rand(3, 1, 8, 8, dtype=dtype)
+    (euclidean(ours, 1) * weights).sum().backward()
+    (torch.linalg.vector_norm(theirs, dim=1, keepdim=True) * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    assert torch.equal(ours.grad[0, :, 0, 0], torch.zeros(2, dtype=dtype))
 
 
 def test_delta_mtl_signs_by_metric_direction():

@@ -100,9 +100,9 @@ def test_retraining_with_every_balancer(tmp_path, balancing):
 def test_a_killed_retraining_resumes_to_the_same_weights(tmp_path):
     arch_path = tmp_path / "arch.json"
     nss.save_architecture(arch_path, _one_head_per_task())
-    options = dict(balancing="dwa", retrain_steps=200, val_every=50, checkpoint_every=5)
+    options = dict(balancing="dwa", retrain_steps=80, val_every=20, checkpoint_every=5)
     whole = nss.retrain(tiny_config(architecture=str(arch_path), **options), out=tmp_path / "whole", progress=False)
-    flags = ["--balancing", "dwa", "--steps", "200", "--val-every", "50", "--checkpoint-every", "5"]
+    flags = ["--balancing", "dwa", "--steps", "80", "--val-every", "20", "--checkpoint-every", "5"]
     killed = kill_mid_run(["retrain", str(arch_path)] + TINY_FLAGS + flags, tmp_path / "killed", "retrain")
     resumed = nss.retrain(out=killed, resume=True, progress=False)
     for name in ("last.pt", "best.pt"):

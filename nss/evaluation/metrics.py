@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from search_spaces import TaskSpec
 
-from ..model.losses import pixel_mean
+from ..model.losses import euclidean, pixel_mean
 
 PSNR_CAP = 100.0  # dB: identical images (MSE 0) score this instead of infinity, so means and Δ_MTL stay finite
 
@@ -69,7 +69,7 @@ def iou(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = 
 
 def epe(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean end-point error of flows (B, 2, H, W): over each frame's (labelled) pixels, then over frames."""
-    return pixel_mean(torch.linalg.vector_norm(pred - target, dim=1, keepdim=True), weight).mean()
+    return pixel_mean(euclidean(pred - target, 1), weight).mean()
 
 
 def mace(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

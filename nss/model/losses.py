@@ -17,6 +17,15 @@ def pixel_mean(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
     return (per_pixel * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1e-12)
 
 
+def euclidean(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """‖v‖₂ along `dim` (kept), the gradient 0 where v is 0 as `torch.linalg.vector_norm` has it. Written out
+    because vector_norm's CPU kernel over a short dim of a (B, 2, H, W) flow is ~20× slower than these three
+    element-wise ops."""
+    squared = v.square().sum(dim, keepdim=True)
+    nonzero = squared > 0
+    return torch.where(nonzero, torch.where(nonzero, squared, 1.0).sqrt(), 0.0)  # no 1/√0 in the backward
+
+
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3,
                 weight: torch.Tensor | None = None) -> torch.Tensor:
     return pixel_mean(torch.sqrt((pred - target) ** 2 + eps ** 2), weight)
@@ -28,7 +37,7 @@ def bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None 
 
 def epe(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean end-point error of flows (B, 2, H, W)."""
-    return pixel_mean(torch.linalg.vector_norm(pred - target, dim=1, keepdim=True), weight)
+    return pixel_mean(euclidean(pred - target, 1), weight)
 
 
 def corner_error(pred: torch.Tensor, target: torch.Tensor, weight: None = None) -> torch.Tensor:

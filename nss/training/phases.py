@@ -71,7 +71,10 @@ class Phase:
         self.forward = session.forward  # the network as a training step calls it (compiled, mixed precision)
         self.balancer = make_balancer(balancing, session.space.tasks).to(session.device, session.dtype)
         self.task_weights = GlobalBalancer(self.balancer, session.world)
-        theta = torch.optim.Adam(list(self.network.parameters()) + list(self.balancer.parameters()), lr=c.lr)
+        # foreach: the same arithmetic as the per-tensor loop (bit for bit), in a few multi-tensor kernels instead of
+        # ~10 ops for each of the 300 tensors; a third of Adam's time on the CPU (torch's default there is the loop)
+        theta = torch.optim.Adam(list(self.network.parameters()) + list(self.balancer.parameters()), lr=c.lr,
+                                 foreach=True)
         self.optimizers: dict[str, torch.optim.Optimizer] = {"theta": theta}
         self.schedulers = {"theta": torch.optim.lr_scheduler.CosineAnnealingLR(theta, T_max=max(steps, 1),
                                                                                eta_min=c.lr_min)}
