@@ -8,8 +8,7 @@ The final gates of the two trees' runs are compared: in fp32 any change of summa
 count, memory layout or kernel) parts them by up to ~1e-1 after 60 steps — Adam turns the rounding of a near-zero
 gradient into a step of up to lr (README) — so the function the two trees compute is compared on a short fp64
 pair as well (target 1e-5), next to that pair's own floor: the baseline on one thread against all of them
-(`--compile` changes the arithmetic). Target: the `cpu` network's search ≥ 2× the
-baseline's steps/s.
+(`--compile` changes the arithmetic). Target: the `cpu` network's search ≥ 2× the baseline's steps/s.
 
     python benchmarks/step_speed.py [--baseline COMMIT] [--steps 60] [--repeats 2] [--networks tiny,cpu]
                                     [--extra "--compile inductor"]
@@ -61,7 +60,7 @@ def run_search(tree: Path, network: str, steps: int, extra: list[str], out: Path
             "--select", "gates", "--quiet", "--out", str(out), *extra]
     env = dict(os.environ, PYTHONPATH=str(tree))  # before the installed package: this tree's nss, supernet, …
     subprocess.run(argv, check=True, capture_output=True, env=env, cwd=tree)
-    return {"gates": torch.load(out / "checkpoints" / "last.pt", weights_only=True)["gates"], "out": out}
+    return {"gates": torch.load(out / "checkpoints" / "last.pt", weights_only=True)["gates"]}
 
 
 def phase_rates(out: Path) -> dict[str, float]:
@@ -124,15 +123,16 @@ def main() -> None:
                     run = run_search(tree, network, args.steps, flags, out)
                     results.setdefault((name, network), []).append(dict(run, rates=phase_rates(out)))
         fp64 = {}
-        for network in networks:  # this tree and the baseline, and the baseline on one thread: fp64's own floor
+        for network in networks:  # this tree against the baseline, and the baseline on one thread: fp64's own floor
+            def fp64_gates(name: str, tree: Path, flags: list[str]) -> dict:
+                return run_search(tree, network, FP64_STEPS, ["--precision", "fp64", *flags],
+                                  Path(runs) / f"{name}-{network}-fp64")
             try:
-                pair = [run_search(tree, network, FP64_STEPS, ["--precision", "fp64", *flags],
-                                   Path(runs) / f"{name}-{network}-fp64")
-                        for name, tree, flags in (("baseline", baseline, []), ("this", ROOT, extra),
-                                                  ("floor", baseline, ["--threads", "1"]))]
+                reference = fp64_gates("baseline", baseline, [])
             except subprocess.CalledProcessError:  # a baseline from before --precision
                 continue
-            fp64[network] = (gate_difference(pair[0], pair[1]), gate_difference(pair[0], pair[2]))
+            fp64[network] = (gate_difference(reference, fp64_gates("this", ROOT, extra)),
+                             gate_difference(reference, fp64_gates("floor", baseline, ["--threads", "1"])))
     matmul = matmul_flops_per_second()
 
     print(f"nss search on the CPU ({torch.get_num_threads()} threads), {args.steps} steps a phase, median of "
